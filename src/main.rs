@@ -1,0 +1,2 @@
+//! The `tether` binary: CLI -> config -> telemetry -> serve.
+fn main() {}
