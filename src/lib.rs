@@ -14,10 +14,64 @@
 //! - [`translate`]: pure translation of upstream frames to SSE or JSON.
 //! - [`upstream`]: upstream sockets, the pool and the HTTP client.
 //! - [`emulator`]: an in-process stand-in for the real service.
+//!
+//! The entry point is [`serve`]: it takes its listener and shutdown future
+//! from the caller, so tests bind `127.0.0.1:0` and stop it cleanly.
 
+pub mod cli;
 pub mod config;
 pub mod emulator;
 pub mod error;
+pub mod http;
+pub mod proxy;
 pub mod session;
+pub mod shutdown;
+pub mod telemetry;
 pub mod translate;
 pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use config::Config;
+use upstream::http::HttpUpstream;
+
+/// Everything a request handler needs, shared by all connections.
+#[derive(Debug)]
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// The upstream HTTP client (pass-through and fallback).
+    pub http: HttpUpstream,
+}
+
+impl App {
+    /// Builds the shared state. Reads the fallback API key from the env var
+    /// named by `upstream.api_key_env` (the key itself is never in the file).
+    pub fn new(config: Config) -> App {
+        let api_key = std::env::var(&config.upstream.api_key_env).ok().filter(|k| !k.is_empty());
+        let http = HttpUpstream::new(
+            &config.upstream.base_url,
+            api_key,
+            config.upstream.connect_timeout,
+            config.server.request_timeout,
+            config.server.max_body_bytes,
+        );
+        App { config, http }
+    }
+
+    /// Called once the listener is closed: new managed turns are refused.
+    pub fn begin_shutdown(&self) {}
+
+    /// Called after the connections are drained: closes upstream sockets.
+    pub async fn finish_shutdown(&self) {}
+}
+
+/// Serves tether on `listener` until `shutdown` resolves, then drains open
+/// requests and streams for up to `server.shutdown_grace`.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let app = Arc::new(App::new(config));
+    http::server::run(app, listener, shutdown).await;
+}

@@ -1,2 +1,76 @@
-//! The `tether` binary: CLI -> config -> telemetry -> serve.
-fn main() {}
+//! The `tether` binary: CLI -> config -> telemetry -> serve; exit codes.
+//!
+//! Exit codes: 0 success, 64 bad configuration or usage, 69 cannot bind,
+//! 1 anything else.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tether::cli::{Cli, Command};
+use tether::config::{self, Config};
+
+const EXIT_CONFIG: u8 = 64;
+const EXIT_UNAVAILABLE: u8 = 69;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => match load(&cli.global) {
+            Ok(config) => run_serve(config),
+            Err(code) => code,
+        },
+        Command::CheckConfig { path } => check_config(path, &cli.global),
+    }
+}
+
+/// Loads the configuration or reports every bad field (exit 64).
+fn load(global: &tether::cli::GlobalArgs) -> Result<Config, ExitCode> {
+    config::load(global.config.as_deref(), std::env::vars(), &global.overrides()).map_err(|e| {
+        eprintln!("tether: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| {
+        eprintln!("tether: cannot start the async runtime: {e}");
+        std::process::exit(1)
+    })
+}
+
+fn run_serve(config: Config) -> ExitCode {
+    tether::telemetry::init(&config.log);
+    runtime().block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("tether: cannot listen on {}: {e}", config.server.listen);
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(config.server.listen);
+        println!("listening on {addr}");
+        tracing::info!(%addr, upstream = %config.upstream.base_url, "tether listening");
+        tether::serve(config, listener, tether::shutdown::signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn check_config(path: Option<std::path::PathBuf>, global: &tether::cli::GlobalArgs) -> ExitCode {
+    let path = path.or_else(|| global.config.clone());
+    match config::load(path.as_deref(), std::env::vars(), &global.overrides()) {
+        Ok(c) => {
+            let from = path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+            println!("configuration OK ({from})");
+            println!("  listen      {}", c.server.listen);
+            println!("  upstream    {}", c.upstream.base_url);
+            println!("  websocket   {}", c.upstream.ws_url);
+            println!("  api key env {}", c.upstream.api_key_env);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tether: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}

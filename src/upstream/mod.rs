@@ -1,1 +1,2 @@
-//! upstream (under construction).
+//! Upstream: the HTTP client (pass-through, fallback) and WebSocket sockets.
+pub mod http;

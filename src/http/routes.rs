@@ -1,0 +1,79 @@
+//! Routes: `/healthz`, the managed `POST /v1/responses`, and pass-through of
+//! every other `/v1/…` route.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::{Instrument, debug, info_span};
+
+use super::body::{self, Body, BoxError};
+use crate::App;
+use crate::error::ProxyError;
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// The API prefix tether serves; everything under it maps onto `upstream.base_url`.
+pub const API_PREFIX: &str = "/v1";
+
+/// Serves one request. Errors are answered in the API's JSON shape.
+pub async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    let span = info_span!("req", id, method = %req.method(), path = %req.uri().path());
+    let result = route(app, peer, req).instrument(span.clone()).await;
+    Ok(result.unwrap_or_else(|e| {
+        span.in_scope(|| debug!(status = e.status().as_u16(), error = %e, "answered with an error"));
+        body::error(&e)
+    }))
+}
+
+async fn route(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/healthz") => Ok(body::json(StatusCode::OK, r#"{"status":"ok"}"#)),
+        (&Method::POST, "/v1/responses") => crate::proxy::responses(&app, req).await,
+        _ if path == API_PREFIX || path.starts_with("/v1/") => passthrough(&app, peer, req).await,
+        _ => Err(ProxyError::NotFound(path.to_string())),
+    }
+}
+
+/// Streams `req` to the upstream and its answer back, untouched.
+pub async fn passthrough(
+    app: &App,
+    _peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    let limit = app.config.server.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let suffix = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .strip_prefix(API_PREFIX)
+        .unwrap_or("/")
+        .to_string();
+    let req = req.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
+    let resp = app.http.forward(req, &suffix).await?;
+    debug!(status = resp.status().as_u16(), "passed through");
+    Ok(resp)
+}
