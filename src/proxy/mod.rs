@@ -2,6 +2,8 @@
 //!
 //! Until the pipeline lands this passes the request through unchanged.
 
+pub mod request;
+
 use http::{Request, Response};
 use hyper::body::Incoming;
 
