@@ -68,4 +68,21 @@ pub enum Command {
         /// The file to check (default: --config, $TETHER_CONFIG, or built-in defaults).
         path: Option<PathBuf>,
     },
+    /// Offline demo: a scripted agent loop against the built-in emulator,
+    /// directly and through tether, with a report of what tether saved.
+    Demo {
+        /// Tool calls in the loop (the loop makes one more model call than this).
+        #[arg(long, default_value_t = 29)]
+        tool_calls: usize,
+        /// Emulator cost profile: illustrative or zero.
+        #[arg(long, default_value = "illustrative")]
+        profile: String,
+    },
+    /// Run the upstream emulator alone (HTTP + WebSocket mode) for development.
+    /// `--listen` sets its address (default 127.0.0.1:0), `--config` an emulator TOML file.
+    Emulate {
+        /// Cost profile: zero or illustrative.
+        #[arg(long, default_value = "zero")]
+        profile: String,
+    },
 }

@@ -18,8 +18,10 @@
 //! The entry point is [`serve`]: it takes its listener and shutdown future
 //! from the caller, so tests bind `127.0.0.1:0` and stop it cleanly.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod emulator;
 pub mod error;
 pub mod http;
@@ -45,6 +47,8 @@ pub struct App {
     pub config: Config,
     /// The upstream HTTP client (pass-through and fallback).
     pub http: HttpUpstream,
+    /// The managed path's sessions and sockets.
+    pub managed: proxy::Managed,
 }
 
 impl App {
@@ -59,14 +63,20 @@ impl App {
             config.server.request_timeout,
             config.server.max_body_bytes,
         );
-        App { config, http }
+        let managed = proxy::Managed::new(&config);
+        App { config, http, managed }
     }
 
-    /// Called once the listener is closed: new managed turns are refused.
-    pub fn begin_shutdown(&self) {}
+    /// Called once the listener is closed.
+    pub fn begin_shutdown(&self) {
+        self.managed.begin_shutdown();
+    }
 
-    /// Called after the connections are drained: closes upstream sockets.
-    pub async fn finish_shutdown(&self) {}
+    /// Called after the connections are drained: closes upstream sockets
+    /// with a normal close code.
+    pub async fn finish_shutdown(&self) {
+        self.managed.pool.close_all().await;
+    }
 }
 
 /// Serves tether on `listener` until `shutdown` resolves, then drains open

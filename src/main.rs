@@ -20,7 +20,49 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::CheckConfig { path } => check_config(path, &cli.global),
+        Command::Demo { tool_calls, profile } => {
+            let opts = tether::demo::DemoOptions { tool_calls, profile };
+            report(runtime().block_on(async move { tether::demo::run(&opts, &mut std::io::stdout()).await }))
+        }
+        Command::Emulate { profile } => {
+            tether::telemetry::init(&config::Config::default().log);
+            let global = cli.global.clone();
+            report(runtime().block_on(async move { run_emulator(&global, &profile).await }))
+        }
     }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_emulator(global: &tether::cli::GlobalArgs, profile: &str) -> anyhow::Result<()> {
+    use tether::emulator::{self, EmulatorConfig};
+    let mut config = match &global.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            EmulatorConfig::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => EmulatorConfig::default(),
+    };
+    if global.config.is_none() || profile != "zero" {
+        config.cost = emulator::profile(profile).ok_or_else(|| anyhow::anyhow!("unknown profile {profile:?} (zero, illustrative)"))?;
+    }
+    config.listen = match &global.listen {
+        Some(addr) => addr.parse().map_err(|_| anyhow::anyhow!("--listen: expected IP:PORT, got {addr:?}"))?,
+        None => ([127, 0, 0, 1], 0).into(),
+    };
+    let (addr, handle) = emulator::spawn(config).await?;
+    println!("listening on {addr}");
+    tether::shutdown::signal().await;
+    handle.shutdown();
+    Ok(())
 }
 
 /// Loads the configuration or reports every bad field (exit 64).

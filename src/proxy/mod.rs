@@ -1,17 +1,193 @@
-//! The managed path: `POST /v1/responses`.
+//! The managed path: `POST /v1/responses`, as one pipeline of named phases:
 //!
-//! Until the pipeline lands this passes the request through unchanged.
+//! ```text
+//! parse -> classify -> plan -> checkout -> send -> translate -> commit
+//! ```
+//!
+//! `parse` and the frame building live in [`request`]; `plan` is the pure
+//! [`crate::session`] store; `checkout`/`send` use [`crate::upstream`];
+//! `translate` is the pure [`crate::translate`]; the phases from checkout on,
+//! with the recovery rules of docs/ARCHITECTURE.md §2, are in [`turn`].
+//! This module decides the route and owns the shared state.
 
+pub mod fallback;
+pub mod record;
 pub mod request;
+pub mod turn;
 
-use http::{Request, Response};
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use http::{HeaderMap, Request, Response, header};
 use hyper::body::Incoming;
+use serde_json::value::RawValue;
 
 use crate::App;
+use crate::config::Config;
 use crate::error::ProxyError;
-use crate::http::body::Body;
+use crate::http::body::{self, Body};
+use crate::session::{self, ChainSeed, FreshReason, Plan, SessionLimits, SessionStore, TenantId};
+use crate::upstream::{Credentials, UpstreamPool, WsSettings};
+use record::Route;
+use request::ParsedRequest;
+
+/// State of the managed path, shared by all requests.
+pub struct Managed {
+    /// The conversation store (pure; short critical sections only).
+    pub sessions: Mutex<SessionStore>,
+    /// Upstream WebSocket sockets.
+    pub pool: UpstreamPool,
+    salt: [u8; 16],
+    fallback_until: Mutex<Option<Instant>>,
+    shutting_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Managed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Managed").finish_non_exhaustive()
+    }
+}
+
+impl Managed {
+    /// Builds the store and the pool from the config. The tenant salt is
+    /// random per process, so tenant hashes mean nothing outside it.
+    pub fn new(config: &Config) -> Managed {
+        let limits = SessionLimits { max: config.sessions.max, ttl: config.sessions.ttl };
+        let p = &config.pool;
+        let settings = WsSettings {
+            url: config.upstream.ws_url.clone(),
+            connect_timeout: config.upstream.connect_timeout,
+            ping_interval: p.ping_interval,
+            pong_timeout: p.pong_timeout,
+            idle_timeout: p.idle_timeout,
+            max_age: p.max_age,
+            per_tenant: p.per_tenant,
+            total: p.total,
+            queue_timeout: p.queue_timeout,
+            spares_per_tenant: p.spares_per_tenant,
+            beta_header: config.upstream.beta_header,
+        };
+        Managed {
+            sessions: Mutex::new(SessionStore::new(limits)),
+            pool: UpstreamPool::new(settings),
+            salt: random_salt(),
+            fallback_until: Mutex::new(None),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// The tenant of a request: a salted hash of its credentials.
+    pub fn tenant(&self, creds: &Credentials) -> TenantId {
+        let bytes = |v: &Option<http::HeaderValue>| v.as_ref().map(|v| v.as_bytes().to_vec());
+        TenantId::derive(
+            &self.salt,
+            bytes(&creds.authorization).as_deref(),
+            bytes(&creds.organization).as_deref(),
+            bytes(&creds.project).as_deref(),
+        )
+    }
+
+    /// True while WebSocket mode is in its cool-down after a refusal.
+    pub fn fallback_active(&self) -> bool {
+        let guard = self.fallback_until.lock().unwrap_or_else(|p| p.into_inner());
+        guard.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Starts (or extends) the HTTP cool-down.
+    pub fn start_fallback(&self, cooldown: std::time::Duration) {
+        let mut guard = self.fallback_until.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = Some(Instant::now() + cooldown);
+        tracing::warn!(?cooldown, "upstream refused WebSocket mode; serving over HTTP for the cool-down");
+    }
+
+    /// New turns stop being planned; open ones finish.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// The store, locked (a poisoned lock is still usable: the store has no
+    /// invariants a panic between statements could break).
+    pub fn store(&self) -> std::sync::MutexGuard<'_, SessionStore> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn random_salt() -> [u8; 16] {
+    // Per-process randomness without another dependency: std's SipHash keys
+    // are randomly seeded per process.
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = [0u8; 16];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out
+}
+
+/// The credentials a request carries; the configured key only when it has none.
+pub fn credentials(headers: &HeaderMap, default_auth: Option<&http::HeaderValue>) -> Credentials {
+    let get = |name: &str| headers.get(name).cloned();
+    Credentials {
+        authorization: get(header::AUTHORIZATION.as_str()).or_else(|| default_auth.cloned()),
+        organization: get("openai-organization"),
+        project: get("openai-project"),
+    }
+}
 
 /// Serves `POST /v1/responses`.
-pub async fn responses(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
-    crate::http::routes::passthrough(app, ([127, 0, 0, 1], 0).into(), req).await
+pub async fn responses(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    let started = Instant::now();
+    // parse
+    let (parts, incoming) = req.into_parts();
+    let bytes = body::read_limited(incoming, app.config.server.max_body_bytes).await?;
+    let parsed = ParsedRequest::parse(&bytes)?;
+    // classify
+    let m = &app.managed;
+    let creds = credentials(&parts.headers, app.http.default_auth());
+    let tenant = m.tenant(&creds);
+    let http_reason = if parsed.background {
+        Some("background")
+    } else if parsed.conversation {
+        Some("conversation")
+    } else if m.fallback_active() {
+        Some("websocket_refused")
+    } else {
+        None
+    };
+    let mut turn = turn::Turn::new(app, bytes.clone(), &parsed, &parts.headers, creds, tenant, started);
+    if let Some(reason) = http_reason {
+        return turn.http_fallback(reason).await;
+    }
+    if parsed.previous_response_id.is_some() {
+        turn.route = Route::ClientManaged;
+        return turn.run(None).await;
+    }
+    // plan
+    let seed = ChainSeed { tenant, model: parsed.model.as_deref().unwrap_or(""), store: parsed.store };
+    let fp = fingerprint_input(&seed, &parsed);
+    let plan = match &fp {
+        Some(fp) => {
+            let view = m.pool.tenant_view(tenant.0);
+            m.store().plan(fp, Instant::now(), &view)
+        }
+        None => Plan::Fresh { reason: FreshReason::NoMatchingTip },
+    };
+    turn.set_plan(&plan, fp.is_none());
+    turn.run(fp).await
+}
+
+/// The chain over the request's items (a string input is one user message).
+/// `None` when an item cannot be hashed: then the turn is sent whole.
+fn fingerprint_input(seed: &ChainSeed<'_>, parsed: &ParsedRequest<'_>) -> Option<session::Fingerprint> {
+    match (&parsed.items, parsed.input) {
+        (Some(items), _) => session::fingerprint(seed, items).ok(),
+        (None, Some(text)) => {
+            let item = RawValue::from_string(format!(r#"{{"role":"user","content":{}}}"#, text.get())).ok()?;
+            session::fingerprint(seed, &[&*item]).ok()
+        }
+        (None, None) => None,
+    }
 }

@@ -136,6 +136,11 @@ impl HttpUpstream {
         Ok(Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
     }
 
+    /// The configured key's `Authorization` value, if any.
+    pub fn default_auth(&self) -> Option<&HeaderValue> {
+        self.default_auth.as_ref()
+    }
+
     /// Adds the configured key when the request has no `Authorization`.
     pub fn add_default_auth(&self, headers: &mut HeaderMap) {
         if let (false, Some(auth)) = (headers.contains_key(header::AUTHORIZATION), &self.default_auth) {

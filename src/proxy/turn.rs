@@ -1,0 +1,458 @@
+//! One turn, from checkout to commit, with the recovery rules.
+//!
+//! Before the first byte goes downstream a turn may be retried invisibly
+//! (once per cause): a continuation the upstream no longer holds becomes a
+//! fresh turn on the same socket; a dead socket or an age-limited one becomes
+//! a fresh turn on a new socket. Once bytes are out, tether never splices two
+//! upstream responses into one reply: a failure becomes an SSE `error` event.
+//! A client that hangs up mid-stream leaves the response to be drained to its
+//! end (within `pool.drain_timeout`) so the socket is clean for the next turn.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use serde_json::value::RawValue;
+
+use super::record::{Route, TurnRecord};
+use super::request::ParsedRequest;
+use crate::App;
+use crate::error::ProxyError;
+use crate::http::body::{self, Body};
+use crate::session::{Fingerprint, FreshReason, Plan, SessionId, SocketId, TenantId};
+use crate::translate::{self, Mode, Outcome, Translator};
+use crate::upstream::{Credentials, Lease, TurnFrames, UpstreamError};
+
+/// The continuation a plan chose.
+#[derive(Debug, Clone)]
+struct Continuation {
+    session: SessionId,
+    parent: String,
+    delta_start: usize,
+    socket: SocketId,
+}
+
+/// What one upstream attempt came to.
+enum Attempt {
+    /// Bytes are ready for the client and more will follow.
+    Streaming { first: Bytes, frames: TurnFrames, translator: Translator },
+    /// The response ended before anything went downstream.
+    Ended { outcome: Outcome, out: Bytes },
+    /// Try again as a fresh turn on the same socket.
+    RetrySameSocket(&'static str),
+    /// Try again as a fresh turn on a new socket.
+    RetryNewSocket(&'static str),
+}
+
+/// A turn in flight: what was asked, what was decided, what happened.
+pub struct Turn<'a> {
+    app: &'a Arc<App>,
+    body: Bytes,
+    parsed: &'a ParsedRequest<'a>,
+    headers: &'a HeaderMap,
+    creds: Credentials,
+    tenant: TenantId,
+    mode: Mode,
+    cont: Option<Continuation>,
+    /// How the turn is served.
+    pub route: Route,
+    record: TurnRecord,
+    started: Instant,
+}
+
+impl<'a> Turn<'a> {
+    /// A turn for `parsed`, not yet planned (fresh unless [`Turn::set_plan`] says otherwise).
+    pub fn new(
+        app: &'a Arc<App>,
+        body: Bytes,
+        parsed: &'a ParsedRequest<'a>,
+        headers: &'a HeaderMap,
+        creds: Credentials,
+        tenant: TenantId,
+        started: Instant,
+    ) -> Turn<'a> {
+        let bytes_in = body.len();
+        let record = TurnRecord {
+            session: None,
+            tenant: tenant.short(),
+            route: Route::Fresh,
+            reason: None,
+            detail: None,
+            items_in: parsed.item_count(),
+            items_up: 0,
+            bytes_in,
+            bytes_up: 0,
+            socket: None,
+            recoveries: Vec::new(),
+            ttfe: None,
+            total: Duration::ZERO,
+            status: 200,
+            outcome: "",
+        };
+        let mode = if parsed.stream { Mode::Sse } else { Mode::Json };
+        Turn { app, body, parsed, headers, creds, tenant, mode, cont: None, route: Route::Fresh, record, started }
+    }
+
+    /// Applies the session store's plan.
+    pub fn set_plan(&mut self, plan: &Plan, unhashable: bool) {
+        match plan {
+            Plan::Continue { session, parent_response_id, delta_start, socket } => {
+                self.route = Route::Continue;
+                self.cont = Some(Continuation {
+                    session: *session,
+                    parent: parent_response_id.clone(),
+                    delta_start: *delta_start,
+                    socket: *socket,
+                });
+                self.record.session = Some(*session);
+            }
+            Plan::Fresh { reason } => {
+                self.route = Route::Fresh;
+                self.record.reason = Some(if unhashable { "unhashable_input" } else { reason.label() });
+                self.record.detail = Some(reason.to_string());
+            }
+        }
+    }
+
+    /// A planned continuation turns fresh (the reason is recorded).
+    fn downgrade(&mut self, reason: FreshReason) {
+        if let Some(c) = self.cont.take() {
+            self.app.managed.store().evict(c.session);
+        }
+        if self.route == Route::Continue {
+            self.route = Route::Fresh;
+        }
+        self.record.reason = Some(reason.label());
+        self.record.detail = Some(reason.to_string());
+    }
+
+    /// checkout -> send -> translate -> commit, with recovery.
+    pub async fn run(mut self, fp: Option<Fingerprint>) -> Result<Response<Body>, ProxyError> {
+        let m = &self.app.managed;
+        let mut lease: Option<Lease> = None;
+        let mut retries = 0u8;
+        loop {
+            let mut current = match lease.take() {
+                Some(l) => l,
+                None => match self.checkout(&mut retries).await {
+                    Ok(l) => l,
+                    Err(Some(resp)) => return resp,
+                    Err(None) => continue,
+                },
+            };
+            self.record.socket = Some(current.id());
+            if let Some(c) = &self.cont {
+                if current.latest_response_id() != Some(c.parent.as_str()) {
+                    self.downgrade(FreshReason::ParentNotLatest);
+                }
+            }
+            match self.attempt(&mut current).await {
+                Attempt::Streaming { first, frames, translator } => {
+                    return Ok(self.stream(current, fp, first, frames, translator));
+                }
+                Attempt::Ended { outcome, out } => return Ok(self.ended(current, fp, outcome, out)),
+                Attempt::RetrySameSocket(why) if retries == 0 => {
+                    retries += 1;
+                    self.record.recoveries.push(why);
+                    self.downgrade(FreshReason::Evicted);
+                    lease = Some(current);
+                }
+                Attempt::RetryNewSocket(why) if retries == 0 => {
+                    retries += 1;
+                    self.record.recoveries.push(why);
+                    current.mark_dead();
+                    drop(current);
+                    if let Some(c) = &self.cont {
+                        m.store().forget_socket(c.socket);
+                    }
+                    self.downgrade(FreshReason::SocketGone);
+                }
+                Attempt::RetrySameSocket(why) | Attempt::RetryNewSocket(why) => {
+                    current.mark_dead();
+                    return Err(self.fail(ProxyError::UpstreamFailed(format!("{why} twice in a row"))));
+                }
+            }
+        }
+    }
+
+    /// Gets a socket: the continuation's own, or any of this tenant's.
+    /// `Err(None)` means "plan changed, loop again"; `Err(Some(resp))` is the answer.
+    async fn checkout(&mut self, retries: &mut u8) -> Result<Lease, Option<Result<Response<Body>, ProxyError>>> {
+        let m = &self.app.managed;
+        let prefer = self.cont.as_ref().map(|c| c.socket);
+        let err = match m.pool.checkout(self.tenant.0, &self.creds, prefer).await {
+            Ok(lease) => return Ok(lease),
+            Err(e) => e,
+        };
+        if prefer.is_some() && !matches!(err, UpstreamError::Handshake { .. }) {
+            // Taken or closed between plan and checkout: send it whole.
+            self.downgrade(FreshReason::SocketBusy);
+            return Err(None);
+        }
+        let fallback = self.app.config.upstream.fallback_http;
+        match err {
+            UpstreamError::Handshake { status, body } if status == 401 || status == 403 => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+                Err(Some(Err(self.fail(ProxyError::UpstreamStatus { status, body }))))
+            }
+            e if e.wants_http_fallback() && fallback => {
+                m.start_fallback(self.app.config.upstream.fallback_cooldown);
+                Err(Some(self.http_fallback("websocket_refused").await))
+            }
+            UpstreamError::PoolFull if fallback => Err(Some(self.http_fallback("pool_full").await)),
+            UpstreamError::PoolFull => Err(Some(Err(self.fail(ProxyError::Overloaded)))),
+            e if *retries == 0 && e.retryable_before_output() => {
+                *retries += 1;
+                self.record.recoveries.push("connect_failed->retry");
+                Err(None)
+            }
+            e if fallback => {
+                tracing::warn!(error = %e, "cannot reach the upstream over WebSocket; falling back to HTTP");
+                m.start_fallback(self.app.config.upstream.fallback_cooldown);
+                Err(Some(self.http_fallback("connect_failed").await))
+            }
+            e => Err(Some(Err(self.fail(ProxyError::UpstreamUnreachable(e.to_string()))))),
+        }
+    }
+
+    /// Serves the turn over plain HTTPS, the client's bytes unchanged.
+    pub async fn http_fallback(&mut self, reason: &'static str) -> Result<Response<Body>, ProxyError> {
+        self.record.total = self.started.elapsed();
+        super::fallback::forward(self.app, self.headers, self.body.clone(), reason, &mut self.record).await
+    }
+
+    /// send -> translate, until bytes are ready for the client or the response ends.
+    async fn attempt(&mut self, lease: &mut Lease) -> Attempt {
+        let delta = self.cont.as_ref().map(|c| (c.parent.as_str(), c.delta_start));
+        let frame = self.parsed.create_frame(delta);
+        self.record.bytes_up = frame.len();
+        self.record.items_up = match &self.cont {
+            Some(c) => self.parsed.item_count() - c.delta_start,
+            None => self.parsed.item_count(),
+        };
+        let sent = Instant::now();
+        let mut frames = match lease.send(frame).await {
+            Ok(f) => f,
+            Err(_) => return Attempt::RetryNewSocket("socket_lost->fresh"),
+        };
+        let mut translator = Translator::new(self.mode, self.parsed.previous_response_id.clone());
+        loop {
+            let text = match frames.next().await {
+                Some(Ok(text)) => text,
+                Some(Err(e)) if !e.retryable_before_output() => {
+                    tracing::debug!(error = %e, "upstream failed before output");
+                    return Attempt::RetryNewSocket("socket_lost->fresh");
+                }
+                Some(Err(_)) | None => return Attempt::RetryNewSocket("socket_lost->fresh"),
+            };
+            self.record.ttfe.get_or_insert_with(|| sent.elapsed());
+            let step = match translator.on_frame(&text) {
+                Ok(step) => step,
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed upstream frame");
+                    return Attempt::RetryNewSocket("malformed_frame->fresh");
+                }
+            };
+            if let Some(outcome) = step.end {
+                return self.classify_end(outcome, step.out);
+            }
+            if !step.out.is_empty() {
+                return Attempt::Streaming { first: step.out, frames, translator };
+            }
+        }
+    }
+
+    /// A response that ended before any byte went out: retry or answer.
+    fn classify_end(&self, outcome: Outcome, out: Bytes) -> Attempt {
+        if let Outcome::Error { code: Some(code), .. } = &outcome {
+            match code.as_str() {
+                "previous_response_not_found" if self.cont.is_some() => {
+                    return Attempt::RetrySameSocket("previous_response_not_found->fresh");
+                }
+                "websocket_connection_limit_reached" => return Attempt::RetryNewSocket("connection_limit->fresh"),
+                _ => {}
+            }
+        }
+        Attempt::Ended { outcome, out }
+    }
+
+    /// Answers a response that ended before streaming began.
+    fn ended(mut self, lease: Lease, fp: Option<Fingerprint>, outcome: Outcome, out: Bytes) -> Response<Body> {
+        let resp = match (&outcome, self.mode) {
+            (Outcome::Error { status, json_body, .. }, _) => {
+                self.record.outcome = "error";
+                json_response(*status, json_body.clone())
+            }
+            (Outcome::Failed { status, json_body }, Mode::Json) => {
+                self.record.outcome = "failed";
+                json_response(*status, json_body.clone())
+            }
+            (Outcome::Completed { json_body: Some(b), .. } | Outcome::Incomplete { json_body: Some(b), .. }, Mode::Json) => {
+                json_response(200, b.clone())
+            }
+            _ => sse_response(body::full(out)),
+        };
+        self.record.status = resp.status().as_u16();
+        self.respond(resp, lease, fp, outcome)
+    }
+
+    fn respond(mut self, mut resp: Response<Body>, lease: Lease, fp: Option<Fingerprint>, outcome: Outcome) -> Response<Body> {
+        resp.headers_mut().insert("x-tether-route", HeaderValue::from_static(self.route.label()));
+        self.finish(&lease, fp, &outcome);
+        drop(lease);
+        self.record.log();
+        resp
+    }
+
+    /// Streams the rest of the response to the client from a task of its own.
+    fn stream(
+        mut self,
+        lease: Lease,
+        fp: Option<Fingerprint>,
+        first: Bytes,
+        mut frames: TurnFrames,
+        mut translator: Translator,
+    ) -> Response<Body> {
+        let (tx, body) = body::channel(64);
+        let mut resp = sse_response(body);
+        resp.headers_mut().insert("x-tether-route", HeaderValue::from_static(self.route.label()));
+        let drain = self.app.config.pool.drain_timeout;
+        let mut record = self.record.clone();
+        let finisher = Finisher::from_turn(&self);
+        tokio::spawn(async move {
+            let mut client_gone = tx.send(first).await.is_err();
+            let mut drain_deadline = client_gone.then(|| Instant::now() + drain);
+            let outcome = loop {
+                let next = match drain_deadline {
+                    Some(d) => match tokio::time::timeout_at(d.into(), frames.next()).await {
+                        Ok(n) => n,
+                        Err(_) => break None,
+                    },
+                    None => frames.next().await,
+                };
+                let text = match next {
+                    Some(Ok(text)) => text,
+                    Some(Err(_)) | None => break None,
+                };
+                let step = match translator.on_frame(&text) {
+                    Ok(step) => step,
+                    Err(_) => break None,
+                };
+                if !client_gone && !step.out.is_empty() && tx.send(step.out).await.is_err() {
+                    client_gone = true;
+                    drain_deadline = Some(Instant::now() + drain);
+                }
+                if let Some(outcome) = step.end {
+                    break Some(outcome);
+                }
+            };
+            record.outcome = match (&outcome, client_gone) {
+                (_, true) => "client_gone",
+                (None, false) => {
+                    let _ = tx.send(translate::sse_error_event("The upstream connection was lost mid-response.", "upstream_error")).await;
+                    "upstream_lost"
+                }
+                (Some(o), false) => outcome_label(o),
+            };
+            let mut lease = lease;
+            match outcome {
+                Some(o) if !client_gone => finisher.finish(&mut record, &lease, fp, &o),
+                Some(_) => finisher.evict(),
+                None => {
+                    lease.mark_dead();
+                    finisher.evict();
+                }
+            }
+            drop(lease);
+            record.total = finisher.started.elapsed();
+            record.log();
+        });
+        resp
+    }
+
+    /// commit on completion; evict on anything else.
+    fn finish(&mut self, lease: &Lease, fp: Option<Fingerprint>, outcome: &Outcome) {
+        self.record.total = self.started.elapsed();
+        if self.record.outcome.is_empty() {
+            self.record.outcome = outcome_label(outcome);
+        }
+        Finisher::from_turn(self).finish(&mut self.record, lease, fp, outcome);
+    }
+
+    fn fail(&mut self, err: ProxyError) -> ProxyError {
+        self.record.status = err.status().as_u16();
+        self.record.outcome = "error";
+        self.record.total = self.started.elapsed();
+        if let Some(c) = self.cont.take() {
+            self.app.managed.store().evict(c.session);
+        }
+        self.record.log();
+        err
+    }
+}
+
+/// What the commit phase needs, owned, so a streaming task can run it.
+struct Finisher {
+    app: std::sync::Arc<crate::App>,
+    session: Option<SessionId>,
+    continued: bool,
+    commit: bool,
+    started: Instant,
+}
+
+impl Finisher {
+    fn from_turn(turn: &Turn<'_>) -> Finisher {
+        Finisher {
+            app: turn.app.clone(),
+            session: turn.cont.as_ref().map(|c| c.session),
+            continued: turn.cont.is_some(),
+            commit: turn.route != Route::ClientManaged,
+            started: turn.started,
+        }
+    }
+
+    fn finish(&self, record: &mut TurnRecord, lease: &Lease, fp: Option<Fingerprint>, outcome: &Outcome) {
+        let Outcome::Completed { response_id, output, .. } = outcome else {
+            return self.evict();
+        };
+        let (true, Some(mut fp)) = (self.commit, fp) else { return };
+        let items: Vec<&RawValue> = output.iter().map(|b| &**b).collect();
+        if fp.extend(&items).is_err() {
+            return self.evict();
+        }
+        let mut store = self.app.managed.store();
+        let session = store.commit(self.session, &fp, response_id, lease.id(), Instant::now());
+        let saved = record.bytes_in.saturating_sub(record.bytes_up) as u64;
+        store.record_turn(session, self.continued, if self.continued { saved } else { 0 });
+        record.session = Some(session);
+    }
+
+    fn evict(&self) {
+        if let Some(s) = self.session {
+            self.app.managed.store().evict(s);
+        }
+    }
+}
+
+fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Completed { .. } => "completed",
+        Outcome::Incomplete { .. } => "incomplete",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Error { .. } => "error",
+    }
+}
+
+fn json_response(status: u16, body: Bytes) -> Response<Body> {
+    body::json(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), body)
+}
+
+fn sse_response(body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
