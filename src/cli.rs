@@ -13,6 +13,7 @@ Examples:
   tether --listen 127.0.0.1:0              pick a free port; prints `listening on ADDR`
   tether check-config config.toml          validate a file, name every bad field
   tether demo                              offline demo against the built-in emulator
+  tether tail                              follow the decisions of a running tether
   tether emulate --listen 127.0.0.1:9000   run the upstream emulator alone
 
 Point your client at it:  OPENAI_BASE_URL=http://127.0.0.1:8787/v1";
@@ -77,6 +78,12 @@ pub enum Command {
         /// Emulator cost profile: illustrative or zero.
         #[arg(long, default_value = "illustrative")]
         profile: String,
+    },
+    /// Follow a running tether's decisions live (one line per turn).
+    Tail {
+        /// tether's address.
+        #[arg(long, default_value = "http://127.0.0.1:8787")]
+        url: String,
     },
     /// Run the upstream emulator alone (HTTP + WebSocket mode) for development.
     /// `--listen` sets its address (default 127.0.0.1:0), `--config` an emulator TOML file.

@@ -24,10 +24,13 @@ pub mod config;
 pub mod demo;
 pub mod emulator;
 pub mod error;
+pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod proxy;
 pub mod session;
 pub mod shutdown;
+pub mod tail;
 pub mod telemetry;
 pub mod translate;
 pub mod upstream;
@@ -49,6 +52,10 @@ pub struct App {
     pub http: HttpUpstream,
     /// The managed path's sessions and sockets.
     pub managed: proxy::Managed,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The live decision stream.
+    pub events: events::Events,
 }
 
 impl App {
@@ -64,7 +71,7 @@ impl App {
             config.server.max_body_bytes,
         );
         let managed = proxy::Managed::new(&config);
-        App { config, http, managed }
+        App { config, http, managed, metrics: Arc::default(), events: events::Events::default() }
     }
 
     /// Called once the listener is closed.

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             let opts = tether::demo::DemoOptions { tool_calls, profile };
             report(runtime().block_on(async move { tether::demo::run(&opts, &mut std::io::stdout()).await }))
         }
+        Command::Tail { url } => report(runtime().block_on(async move { tether::tail::run(&url, &mut std::io::stdout()).await })),
         Command::Emulate { profile } => {
             tether::telemetry::init(&config::Config::default().log);
             let global = cli.global.clone();

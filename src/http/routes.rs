@@ -43,9 +43,49 @@ async fn route(
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/healthz") => Ok(body::json(StatusCode::OK, r#"{"status":"ok"}"#)),
+        (&Method::GET, "/metrics" | "/debug/sessions" | "/debug/events") => {
+            if !peer.ip().is_loopback() && !app.config.server.debug_remote {
+                return Err(ProxyError::NotFound(path.to_string()));
+            }
+            Ok(debug_route(&app, path))
+        }
         (&Method::POST, "/v1/responses") => crate::proxy::responses(&app, req).await,
         _ if path == API_PREFIX || path.starts_with("/v1/") => passthrough(&app, peer, req).await,
         _ => Err(ProxyError::NotFound(path.to_string())),
+    }
+}
+
+/// `/metrics`, `/debug/sessions`, `/debug/events`: no content, no keys.
+fn debug_route(app: &Arc<App>, path: &str) -> Response<Body> {
+    match path {
+        "/metrics" => {
+            let pool = app.managed.pool.stats();
+            let sessions = app.managed.store().len();
+            let text = app.metrics.render(pool.open, pool.opened_total, sessions);
+            let mut resp = Response::new(body::full(text));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        "/debug/sessions" => {
+            let now = std::time::Instant::now();
+            let (sessions, memory) = {
+                let store = app.managed.store();
+                (store.snapshot(now), store.approx_memory_bytes())
+            };
+            let pool = app.managed.pool.stats();
+            let doc = serde_json::json!({
+                "sessions": sessions,
+                "live": sessions.len(),
+                "approx_memory_bytes": memory,
+                "sockets_open": pool.open,
+                "sockets_opened": pool.opened_total,
+            });
+            body::json(StatusCode::OK, doc.to_string())
+        }
+        _ => app.events.sse(app.metrics.clone()),
     }
 }
 

@@ -32,7 +32,7 @@ pub async fn forward(
         Err(e) => e.status().as_u16(),
     };
     record.outcome = if result.is_ok() { "http" } else { "error" };
-    record.log();
+    record.emit(app);
     let mut resp = result?;
     resp.headers_mut().insert("x-tether-route", HeaderValue::from_static(Route::HttpFallback.label()));
     Ok(resp)

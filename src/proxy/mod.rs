@@ -143,6 +143,7 @@ pub async fn responses(app: &Arc<App>, req: Request<Incoming>) -> Result<Respons
     // parse
     let (parts, incoming) = req.into_parts();
     let bytes = body::read_limited(incoming, app.config.server.max_body_bytes).await?;
+    let received = Instant::now();
     let parsed = ParsedRequest::parse(&bytes)?;
     // classify
     let m = &app.managed;
@@ -157,7 +158,7 @@ pub async fn responses(app: &Arc<App>, req: Request<Incoming>) -> Result<Respons
     } else {
         None
     };
-    let mut turn = turn::Turn::new(app, bytes.clone(), &parsed, &parts.headers, creds, tenant, started);
+    let mut turn = turn::Turn::new(app, bytes.clone(), &parsed, &parts.headers, creds, tenant, (started, received));
     if let Some(reason) = http_reason {
         return turn.http_fallback(reason).await;
     }

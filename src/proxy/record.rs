@@ -53,6 +53,8 @@ pub struct TurnRecord {
     pub socket: Option<u64>,
     /// Recoveries taken, in order (e.g. "previous_response_not_found->fresh").
     pub recoveries: Vec<&'static str>,
+    /// tether's own time: request body received -> frame sent upstream.
+    pub prepare: Option<Duration>,
     /// Time from sending upstream to the first upstream event.
     pub ttfe: Option<Duration>,
     /// Time from the request's arrival to the end of the answer.
@@ -64,6 +66,37 @@ pub struct TurnRecord {
 }
 
 impl TurnRecord {
+    /// The record as one JSON object (for `/debug/events`).
+    pub fn to_json(&self) -> String {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+        serde_json::json!({
+            "session": self.session,
+            "tenant": self.tenant,
+            "plan": self.route.label(),
+            "reason": self.reason,
+            "detail": self.detail,
+            "items_in": self.items_in,
+            "items_up": self.items_up,
+            "bytes_in": self.bytes_in,
+            "bytes_up": self.bytes_up,
+            "socket": self.socket,
+            "recoveries": self.recoveries,
+            "prepare_ms": ms(self.prepare),
+            "ttfe_ms": ms(self.ttfe),
+            "total_ms": self.total.as_secs_f64() * 1e3,
+            "status": self.status,
+            "outcome": self.outcome,
+        })
+        .to_string()
+    }
+
+    /// Logs, counts and publishes the record.
+    pub fn emit(&self, app: &crate::App) {
+        self.log();
+        app.metrics.observe(self);
+        app.events.publish(|| self.to_json());
+    }
+
     /// Writes the record as one `info` line.
     pub fn log(&self) {
         tracing::info!(
@@ -79,6 +112,7 @@ impl TurnRecord {
             bytes_up = self.bytes_up,
             socket = self.socket,
             recoveries = %self.recoveries.join(","),
+            prepare_us = self.prepare.map(|d| d.as_micros() as u64),
             ttfe_ms = self.ttfe.map(|d| d.as_secs_f64() * 1e3),
             total_ms = self.total.as_secs_f64() * 1e3,
             status = self.status,

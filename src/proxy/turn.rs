@@ -60,6 +60,7 @@ pub struct Turn<'a> {
     pub route: Route,
     record: TurnRecord,
     started: Instant,
+    received: Instant,
 }
 
 impl<'a> Turn<'a> {
@@ -71,7 +72,7 @@ impl<'a> Turn<'a> {
         headers: &'a HeaderMap,
         creds: Credentials,
         tenant: TenantId,
-        started: Instant,
+        (started, received): (Instant, Instant),
     ) -> Turn<'a> {
         let bytes_in = body.len();
         let record = TurnRecord {
@@ -86,13 +87,14 @@ impl<'a> Turn<'a> {
             bytes_up: 0,
             socket: None,
             recoveries: Vec::new(),
+            prepare: None,
             ttfe: None,
             total: Duration::ZERO,
             status: 200,
             outcome: "",
         };
         let mode = if parsed.stream { Mode::Sse } else { Mode::Json };
-        Turn { app, body, parsed, headers, creds, tenant, mode, cont: None, route: Route::Fresh, record, started }
+        Turn { app, body, parsed, headers, creds, tenant, mode, cont: None, route: Route::Fresh, record, started, received }
     }
 
     /// Applies the session store's plan.
@@ -232,11 +234,12 @@ impl<'a> Turn<'a> {
             Some(c) => self.parsed.item_count() - c.delta_start,
             None => self.parsed.item_count(),
         };
-        let sent = Instant::now();
         let mut frames = match lease.send(frame).await {
             Ok(f) => f,
             Err(_) => return Attempt::RetryNewSocket("socket_lost->fresh"),
         };
+        let sent = Instant::now();
+        self.record.prepare.get_or_insert_with(|| sent.duration_since(self.received));
         let mut translator = Translator::new(self.mode, self.parsed.previous_response_id.clone());
         loop {
             let text = match frames.next().await {
@@ -302,7 +305,7 @@ impl<'a> Turn<'a> {
         resp.headers_mut().insert("x-tether-route", HeaderValue::from_static(self.route.label()));
         self.finish(&lease, fp, &outcome);
         drop(lease);
-        self.record.log();
+        self.record.emit(self.app);
         resp
     }
 
@@ -367,7 +370,7 @@ impl<'a> Turn<'a> {
             }
             drop(lease);
             record.total = finisher.started.elapsed();
-            record.log();
+            record.emit(&finisher.app);
         });
         resp
     }
@@ -388,7 +391,7 @@ impl<'a> Turn<'a> {
         if let Some(c) = self.cont.take() {
             self.app.managed.store().evict(c.session);
         }
-        self.record.log();
+        self.record.emit(self.app);
         err
     }
 }

@@ -1,0 +1,72 @@
+//! The live decision stream behind `GET /debug/events`.
+//!
+//! Each finished turn's record is published as one JSON object on a bounded
+//! broadcast channel. Publishing never waits: a reader that falls behind
+//! loses the oldest records (counted in `tether_debug_events_dropped_total`
+//! and announced to it as an SSE comment), and the proxy never slows down.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, header};
+use tokio::sync::broadcast;
+
+use crate::http::body::{self, Body};
+use crate::metrics::Metrics;
+
+/// Records buffered per reader before the oldest are dropped.
+pub const BUFFER: usize = 1024;
+
+/// The publisher side.
+#[derive(Debug)]
+pub struct Events {
+    tx: broadcast::Sender<Arc<str>>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events { tx: broadcast::channel(BUFFER).0 }
+    }
+}
+
+impl Events {
+    /// Publishes one JSON record (a no-op without readers).
+    pub fn publish(&self, json: impl FnOnce() -> String) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::from(json()));
+        }
+    }
+
+    /// Number of connected readers.
+    pub fn readers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// An SSE response streaming every record from now on.
+    pub fn sse(&self, metrics: Arc<Metrics>) -> Response<Body> {
+        let mut rx = self.tx.subscribe();
+        let (out, body) = body::channel(16);
+        tokio::spawn(async move {
+            if out.send(Bytes::from_static(b": tether decision stream\n\n")).await.is_err() {
+                return;
+            }
+            loop {
+                let chunk = match rx.recv().await {
+                    Ok(json) => Bytes::from(format!("event: turn\ndata: {json}\n\n")),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        metrics.events_dropped.inc_by(n);
+                        Bytes::from(format!(": dropped {n} records (reader too slow)\n\n"))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if out.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut resp = Response::new(body);
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        resp
+    }
+}
