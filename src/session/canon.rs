@@ -1,0 +1,375 @@
+//! The canonical form of one input or output item, hashed without ever being
+//! written out.
+//!
+//! An item is parsed into a small borrowed tree ([`Node`]: strings borrow from
+//! the request bytes unless they hold escapes) and walked once, feeding a
+//! streaming XXH3-128 hasher with a tagged, length-prefixed encoding: every
+//! value starts with a one-byte type tag, strings, arrays and objects carry
+//! their length, so two different canonical trees can never produce the same
+//! byte stream. The equivalence rules of DESIGN §3 are applied during the walk:
+//! object keys sorted, `null` fields and empty `annotations`/`logprobs` arrays
+//! dropped (at every depth), `id`/`status` dropped on message, function_call
+//! and function_call_output items, message string content hashed as a single
+//! `input_text` part, assistant `output_text` parts hashed as `input_text`, a
+//! message without `type` hashed as `type:"message"`. Everything else is
+//! exact.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use xxhash_rust::xxh3::Xxh3Default;
+
+/// A parsed JSON value whose strings borrow from the input where they can.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Node<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(Cow<'a, str>),
+    Arr(Vec<Node<'a>>),
+    Obj(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+    fn visit_none<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node<'de>, D::Error> {
+        Node::deserialize(d)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Bool(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Node<'de>, E> {
+        Ok(Node::U64(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Node<'de>, E> {
+        Ok(Node::I64(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Node<'de>, E> {
+        Ok(Node::F64(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element::<Node<'de>>()? {
+            out.push(v);
+        }
+        Ok(Node::Arr(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(k) = map.next_key_seed(KeySeed)? {
+            let v = map.next_value::<Node<'de>>()?;
+            out.push((k, v));
+        }
+        Ok(Node::Obj(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for Node<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+/// Deserializes an object key, borrowing it when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        match d.deserialize_str(NodeVisitor)? {
+            Node::Str(s) => Ok(s),
+            _ => Err(de::Error::custom("object key is not a string")),
+        }
+    }
+}
+
+/// The role of a message item, for diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// `user`
+    User,
+    /// `assistant`
+    Assistant,
+    /// `system`
+    System,
+    /// `developer`
+    Developer,
+    /// Any other or missing role.
+    Other,
+}
+
+/// The kind of an item, as shown in diagnostics (never its content).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemKind {
+    /// A message (explicit `type:"message"` or a bare `{role, content}`).
+    Message(Role),
+    /// `function_call`
+    FunctionCall,
+    /// `function_call_output`
+    FunctionCallOutput,
+    /// `custom_tool_call`
+    CustomToolCall,
+    /// `custom_tool_call_output`
+    CustomToolCallOutput,
+    /// `reasoning`
+    Reasoning,
+    /// `item_reference`
+    ItemReference,
+    /// `compaction`
+    Compaction,
+    /// Any other item type (hosted tools, unknown kinds).
+    Other,
+    /// No item at this index (one side is shorter).
+    Missing,
+}
+
+impl ItemKind {
+    /// A stable snake_case label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ItemKind::Message(Role::User) => "message:user",
+            ItemKind::Message(Role::Assistant) => "message:assistant",
+            ItemKind::Message(Role::System) => "message:system",
+            ItemKind::Message(Role::Developer) => "message:developer",
+            ItemKind::Message(Role::Other) => "message:other",
+            ItemKind::FunctionCall => "function_call",
+            ItemKind::FunctionCallOutput => "function_call_output",
+            ItemKind::CustomToolCall => "custom_tool_call",
+            ItemKind::CustomToolCallOutput => "custom_tool_call_output",
+            ItemKind::Reasoning => "reasoning",
+            ItemKind::ItemReference => "item_reference",
+            ItemKind::Compaction => "compaction",
+            ItemKind::Other => "other",
+            ItemKind::Missing => "missing",
+        }
+    }
+}
+
+impl fmt::Display for ItemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+const TAG_NULL: u8 = b'n';
+const TAG_TRUE: u8 = b't';
+const TAG_FALSE: u8 = b'f';
+const TAG_U64: u8 = b'u';
+const TAG_I64: u8 = b'i';
+const TAG_F64: u8 = b'd';
+const TAG_STR: u8 = b's';
+const TAG_ARR: u8 = b'[';
+const TAG_OBJ: u8 = b'{';
+
+fn put_len(h: &mut Xxh3Default, tag: u8, len: usize) {
+    h.update(&[tag]);
+    h.update(&(len as u64).to_le_bytes());
+}
+
+fn put_str(h: &mut Xxh3Default, s: &str) {
+    put_len(h, TAG_STR, s.len());
+    h.update(s.as_bytes());
+}
+
+/// Whether an object field is dropped from the canonical form at any depth.
+fn dropped_anywhere(key: &str, value: &Node<'_>) -> bool {
+    match value {
+        Node::Null => true,
+        Node::Arr(a) => a.is_empty() && (key == "annotations" || key == "logprobs"),
+        _ => false,
+    }
+}
+
+/// How a field's value is to be hashed.
+enum Field<'n, 'a> {
+    Plain(&'n Node<'a>),
+    /// Message content: a string becomes one `input_text` part; assistant
+    /// `output_text` parts become `input_text`.
+    Content(&'n Node<'a>, bool),
+    /// A constant string (the implied `type:"message"`).
+    Const(&'static str),
+}
+
+fn hash_fields(h: &mut Xxh3Default, fields: &mut [(&str, Field<'_, '_>)]) {
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    put_len(h, TAG_OBJ, fields.len());
+    for (k, f) in fields.iter() {
+        put_str(h, k);
+        match f {
+            Field::Plain(n) => hash_node(h, n),
+            Field::Content(n, assistant) => hash_content(h, n, *assistant),
+            Field::Const(s) => put_str(h, s),
+        }
+    }
+}
+
+/// Hashes any value under the generic rules (sorted keys, dropped nulls).
+pub(crate) fn hash_node(h: &mut Xxh3Default, node: &Node<'_>) {
+    match node {
+        Node::Null => h.update(&[TAG_NULL]),
+        Node::Bool(true) => h.update(&[TAG_TRUE]),
+        Node::Bool(false) => h.update(&[TAG_FALSE]),
+        Node::U64(v) => {
+            h.update(&[TAG_U64]);
+            h.update(&v.to_le_bytes());
+        }
+        Node::I64(v) => {
+            h.update(&[TAG_I64]);
+            h.update(&v.to_le_bytes());
+        }
+        Node::F64(v) => {
+            h.update(&[TAG_F64]);
+            h.update(&v.to_bits().to_le_bytes());
+        }
+        Node::Str(s) => put_str(h, s),
+        Node::Arr(a) => {
+            put_len(h, TAG_ARR, a.len());
+            for v in a {
+                hash_node(h, v);
+            }
+        }
+        Node::Obj(o) => {
+            let mut fields: Vec<(&str, Field<'_, '_>)> = o
+                .iter()
+                .filter(|(k, v)| !dropped_anywhere(k, v))
+                .map(|(k, v)| (k.as_ref(), Field::Plain(v)))
+                .collect();
+            hash_fields(h, &mut fields);
+        }
+    }
+}
+
+/// Hashes message content: `"s"` as `[{"type":"input_text","text":"s"}]`.
+fn hash_content(h: &mut Xxh3Default, node: &Node<'_>, assistant: bool) {
+    match node {
+        Node::Str(s) => {
+            put_len(h, TAG_ARR, 1);
+            put_len(h, TAG_OBJ, 2);
+            put_str(h, "text");
+            put_str(h, s);
+            put_str(h, "type");
+            put_str(h, "input_text");
+        }
+        Node::Arr(parts) if assistant => {
+            put_len(h, TAG_ARR, parts.len());
+            for part in parts {
+                hash_assistant_part(h, part);
+            }
+        }
+        other => hash_node(h, other),
+    }
+}
+
+fn hash_assistant_part(h: &mut Xxh3Default, part: &Node<'_>) {
+    let Node::Obj(o) = part else {
+        return hash_node(h, part);
+    };
+    let mut fields: Vec<(&str, Field<'_, '_>)> = o
+        .iter()
+        .filter(|(k, v)| !dropped_anywhere(k, v))
+        .map(|(k, v)| match (k.as_ref(), v) {
+            ("type", Node::Str(t)) if t == "output_text" => ("type", Field::Const("input_text")),
+            (k, v) => (k, Field::Plain(v)),
+        })
+        .collect();
+    hash_fields(h, &mut fields);
+}
+
+fn str_field<'n>(o: &'n [(Cow<'_, str>, Node<'_>)], key: &str) -> Option<&'n str> {
+    o.iter().find_map(|(k, v)| match v {
+        Node::Str(s) if k == key => Some(s.as_ref()),
+        _ => None,
+    })
+}
+
+fn role_of(role: Option<&str>) -> Role {
+    match role {
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some("system") => Role::System,
+        Some("developer") => Role::Developer,
+        _ => Role::Other,
+    }
+}
+
+fn kind_of(ty: Option<&str>, role: Option<&str>) -> ItemKind {
+    match ty {
+        Some("message") => ItemKind::Message(role_of(role)),
+        None if role.is_some() => ItemKind::Message(role_of(role)),
+        Some("function_call") => ItemKind::FunctionCall,
+        Some("function_call_output") => ItemKind::FunctionCallOutput,
+        Some("custom_tool_call") => ItemKind::CustomToolCall,
+        Some("custom_tool_call_output") => ItemKind::CustomToolCallOutput,
+        Some("reasoning") => ItemKind::Reasoning,
+        Some("item_reference") => ItemKind::ItemReference,
+        Some("compaction") => ItemKind::Compaction,
+        _ => ItemKind::Other,
+    }
+}
+
+/// Hashes one item in canonical form. Items that are not objects still hash
+/// (exactly); the caller decides whether to accept them.
+pub(crate) fn hash_item(node: &Node<'_>) -> (u128, ItemKind) {
+    let mut h = Xxh3Default::new();
+    let Node::Obj(o) = node else {
+        hash_node(&mut h, node);
+        return (h.digest128(), ItemKind::Other);
+    };
+    // A `type` that is absent or null is missing; one that is not a string
+    // makes the item `Other` (hashed exactly).
+    let (ty, ty_missing) = match o.iter().find(|(k, _)| k == "type") {
+        None | Some((_, Node::Null)) => (None, true),
+        Some((_, Node::Str(s))) => (Some(s.as_ref()), false),
+        Some(_) => (Some(""), false),
+    };
+    let role = str_field(o, "role");
+    let kind = kind_of(ty, role);
+    let is_message = matches!(kind, ItemKind::Message(_));
+    let drop_server_fields = matches!(
+        kind,
+        ItemKind::Message(_) | ItemKind::FunctionCall | ItemKind::FunctionCallOutput
+    );
+    let assistant = is_message && role == Some("assistant");
+    let mut fields: Vec<(&str, Field<'_, '_>)> = Vec::with_capacity(o.len() + 1);
+    for (k, v) in o {
+        let k = k.as_ref();
+        if dropped_anywhere(k, v) || (drop_server_fields && (k == "id" || k == "status")) {
+            continue;
+        }
+        let f = if is_message && k == "content" {
+            Field::Content(v, assistant)
+        } else {
+            Field::Plain(v)
+        };
+        fields.push((k, f));
+    }
+    if is_message && ty_missing {
+        fields.push(("type", Field::Const("message")));
+    }
+    hash_fields(&mut h, &mut fields);
+    (h.digest128(), kind)
+}

@@ -1,0 +1,212 @@
+//! Chained fingerprints of a list of items.
+//!
+//! `h0 = H(tenant, model, store)` and `h_k = H(h_{k-1}, item_k)`, where
+//! `item_k` is the 128-bit canonical hash of the k-th item (see `canon`). A
+//! second chain `g` is seeded by the tenant alone; the store uses it only to
+//! explain a miss ("same history, other model"), never to continue.
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
+
+use super::canon::{ItemKind, Node, hash_item};
+use super::tenant::TenantId;
+
+/// What seeds a chain: a tip only ever matches a request with the same three.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainSeed<'a> {
+    /// The tenant the request belongs to.
+    pub tenant: TenantId,
+    /// The request's `model`.
+    pub model: &'a str,
+    /// The request's `store` (default `true`).
+    pub store: bool,
+}
+
+/// Why an item could not be fingerprinted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ItemError {
+    /// The item is not valid JSON.
+    #[error("input item {index} is not valid JSON: {message}")]
+    Invalid {
+        /// Position of the item in the chain.
+        index: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// The item is valid JSON but not an object.
+    #[error("input item {index} is not a JSON object")]
+    NotAnObject {
+        /// Position of the item in the chain.
+        index: usize,
+    },
+}
+
+/// Chained hashes over a list of items, plus per-item kinds and hashes for
+/// diagnostics. Holds no content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    tenant: TenantId,
+    model: u64,
+    store: bool,
+    seed: u128,
+    content_seed: u128,
+    items: Vec<u128>,
+    kinds: Vec<ItemKind>,
+    chain: Vec<u128>,
+    content: Vec<u128>,
+}
+
+fn link(prev: u128, item: u128) -> u128 {
+    let mut b = [0u8; 32];
+    b[..16].copy_from_slice(&prev.to_le_bytes());
+    b[16..].copy_from_slice(&item.to_le_bytes());
+    xxh3_128(&b)
+}
+
+/// Fingerprints `items` (the request's `input` array, item by item).
+pub fn fingerprint(seed: &ChainSeed<'_>, items: &[&RawValue]) -> Result<Fingerprint, ItemError> {
+    let mut fp = Fingerprint::empty(seed, items.len());
+    fp.extend(items)?;
+    Ok(fp)
+}
+
+/// Fingerprints items that were already parsed into [`Value`]s.
+pub fn fingerprint_values(seed: &ChainSeed<'_>, items: &[Value]) -> Result<Fingerprint, ItemError> {
+    let mut fp = Fingerprint::empty(seed, items.len());
+    fp.extend_values(items)?;
+    Ok(fp)
+}
+
+impl Fingerprint {
+    /// A chain with no items yet (only the seed).
+    pub fn empty(seed: &ChainSeed<'_>, capacity: usize) -> Fingerprint {
+        let mut h = Xxh3Default::new();
+        h.update(b"tether/chain/v1");
+        h.update(&seed.tenant.0.to_le_bytes());
+        h.update(&(seed.model.len() as u64).to_le_bytes());
+        h.update(seed.model.as_bytes());
+        h.update(&[u8::from(seed.store)]);
+        let mut c = Xxh3Default::new();
+        c.update(b"tether/content/v1");
+        c.update(&seed.tenant.0.to_le_bytes());
+        Fingerprint {
+            tenant: seed.tenant,
+            model: xxhash_rust::xxh3::xxh3_64(seed.model.as_bytes()),
+            store: seed.store,
+            seed: h.digest128(),
+            content_seed: c.digest128(),
+            items: Vec::with_capacity(capacity),
+            kinds: Vec::with_capacity(capacity),
+            chain: Vec::with_capacity(capacity),
+            content: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Number of items in the chain.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the chain has no items.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Appends items (e.g. a response's output before `commit`).
+    pub fn extend(&mut self, items: &[&RawValue]) -> Result<(), ItemError> {
+        for raw in items {
+            let index = self.len();
+            let node =
+                serde_json::from_str::<Node<'_>>(raw.get()).map_err(|e| ItemError::Invalid {
+                    index,
+                    message: e.to_string(),
+                })?;
+            self.push(&node, index)?;
+        }
+        Ok(())
+    }
+
+    /// Appends items that were already parsed into [`Value`]s.
+    pub fn extend_values(&mut self, items: &[Value]) -> Result<(), ItemError> {
+        for v in items {
+            let index = self.len();
+            let node = Node::deserialize(v).map_err(|e| ItemError::Invalid {
+                index,
+                message: e.to_string(),
+            })?;
+            self.push(&node, index)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, node: &Node<'_>, index: usize) -> Result<(), ItemError> {
+        if !matches!(node, Node::Obj(_)) {
+            return Err(ItemError::NotAnObject { index });
+        }
+        let (item, kind) = hash_item(node);
+        let prev = self.chain.last().copied().unwrap_or(self.seed);
+        let prev_content = self.content.last().copied().unwrap_or(self.content_seed);
+        self.items.push(item);
+        self.kinds.push(kind);
+        self.chain.push(link(prev, item));
+        self.content.push(link(prev_content, item));
+        Ok(())
+    }
+
+    /// `h_k`: the chain over the first `k` items (`h_0` is the seed).
+    pub fn chain_at(&self, k: usize) -> u128 {
+        match k {
+            0 => self.seed,
+            k => self.chain.get(k - 1).copied().unwrap_or(self.seed),
+        }
+    }
+
+    /// The chain over all items: what `commit` records as the new tip.
+    pub fn tip(&self) -> u128 {
+        self.chain_at(self.len())
+    }
+
+    /// The tenant-only chain over the first `k` items (diagnostics only).
+    pub fn content_at(&self, k: usize) -> u128 {
+        match k {
+            0 => self.content_seed,
+            k => self
+                .content
+                .get(k - 1)
+                .copied()
+                .unwrap_or(self.content_seed),
+        }
+    }
+
+    /// The kind of item `i`, or [`ItemKind::Missing`] past the end.
+    pub fn kind(&self, i: usize) -> ItemKind {
+        self.kinds.get(i).copied().unwrap_or(ItemKind::Missing)
+    }
+
+    /// A short (32-bit) hash of item `i`, for diagnostics.
+    pub fn short_hash(&self, i: usize) -> Option<u32> {
+        self.items.get(i).map(|h| *h as u32)
+    }
+
+    /// The canonical 128-bit hash of item `i` (unchained).
+    pub fn item_hash(&self, i: usize) -> Option<u128> {
+        self.items.get(i).copied()
+    }
+
+    /// The tenant the chain is seeded with.
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// A 64-bit hash of the model name the chain is seeded with.
+    pub fn model_hash(&self) -> u64 {
+        self.model
+    }
+
+    /// The `store` flag the chain is seeded with.
+    pub fn store(&self) -> bool {
+        self.store
+    }
+}
