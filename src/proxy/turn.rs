@@ -22,7 +22,7 @@ use crate::App;
 use crate::error::ProxyError;
 use crate::http::body::{self, Body};
 use crate::session::{Fingerprint, FreshReason, Plan, SessionId, SocketId, TenantId};
-use crate::translate::{self, Mode, Outcome, Translator};
+use crate::translate::{Mode, Outcome, Translator};
 use crate::upstream::{Credentials, Lease, TurnFrames, UpstreamError};
 
 /// The continuation a plan chose.
@@ -354,7 +354,8 @@ impl<'a> Turn<'a> {
             record.outcome = match (&outcome, client_gone) {
                 (_, true) => "client_gone",
                 (None, false) => {
-                    let _ = tx.send(translate::sse_error_event("The upstream connection was lost mid-response.", "upstream_error")).await;
+                    let event = translator.sse_error_event("The upstream connection was lost mid-response.", Some("upstream_error"));
+                    let _ = tx.send(event).await;
                     "upstream_lost"
                 }
                 (Some(o), false) => outcome_label(o),
