@@ -2,7 +2,6 @@
 //! stream of that turn's frames ([`TurnFrames`]).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,8 +22,6 @@ pub struct Lease {
     handle: SocketHandle,
     fresh: bool,
     latest: Option<String>,
-    /// Keeps the pool's bookkeeping alive while the lease exists.
-    _pool: Option<Arc<dyn Send + Sync + std::fmt::Debug>>,
 }
 
 impl Lease {
@@ -36,7 +33,6 @@ impl Lease {
             handle,
             fresh,
             latest,
-            _pool: None,
         }
     }
 

@@ -8,7 +8,7 @@
 mod connect;
 mod error;
 mod lease;
-// mod pool;
+mod pool;
 mod socket;
 #[cfg(test)]
 mod socket_tests;
@@ -21,7 +21,7 @@ use http::HeaderValue;
 pub use connect::connect;
 pub use error::UpstreamError;
 pub use lease::{Lease, TurnFrames};
-// pub use pool::{PoolStats, SocketSnapshot, UpstreamPool};
+pub use pool::{PoolStats, SocketSnapshot, UpstreamPool};
 pub use socket::{SocketHandle, spawn_socket};
 
 /// Identifies one upstream socket for the life of the process.

@@ -322,6 +322,8 @@ where
     /// Between turns: keepalive, idle and age limits, until a command.
     async fn idle(&mut self) -> Result<Command, Exit> {
         let idle_since = Instant::now();
+        // Idle and age limits wait while a lease holder is about to send.
+        let mut deferred = false;
         loop {
             let t = self.timers;
             let ping_at = match self.ping_sent {
@@ -329,8 +331,10 @@ where
                 _ => None,
             };
             let pong_by = self.ping_sent.map(|at| at + t.pong_timeout);
-            let idle_by = (!t.idle_timeout.is_zero()).then(|| idle_since + t.idle_timeout);
-            let age_by = (!t.max_age.is_zero()).then(|| self.shared.opened_at + t.max_age);
+            let idle_by =
+                (!t.idle_timeout.is_zero() && !deferred).then(|| idle_since + t.idle_timeout);
+            let age_by =
+                (!t.max_age.is_zero() && !deferred).then(|| self.shared.opened_at + t.max_age);
             tokio::select! {
                 biased;
                 cmd = self.cmd.recv() => return cmd.ok_or(Exit::Close("pool dropped")),
@@ -346,8 +350,18 @@ where
                         .map_err(|e| Exit::Dead(UpstreamError::Connect(e.to_string())))?;
                     self.ping_sent = Some(Instant::now());
                 }
-                _ = until(idle_by) => return Err(Exit::Close("idle timeout")),
-                _ = until(age_by) => return Err(Exit::Close("max age")),
+                _ = until(idle_by) => {
+                    if !self.shared.lock().leased {
+                        return Err(Exit::Close("idle timeout"));
+                    }
+                    deferred = true;
+                }
+                _ = until(age_by) => {
+                    if !self.shared.lock().leased {
+                        return Err(Exit::Close("max age"));
+                    }
+                    deferred = true;
+                }
             }
         }
     }
