@@ -355,3 +355,26 @@ async fn close_all_closes_normally() -> anyhow::Result<()> {
     assert!(pool.checkout(1, &creds("k"), None).await.is_err());
     Ok(())
 }
+
+#[tokio::test]
+async fn spare_sockets_are_opened_after_first_use() -> anyhow::Result<()> {
+    let srv = server(None).await?;
+    let mut s = settings(&srv.url);
+    s.spares_per_tenant = 1;
+    let pool = UpstreamPool::new(s);
+    let first = pool.checkout(1, &creds("k"), None).await?;
+    assert!(first.fresh_connection());
+    assert!(
+        eventually(|| pool.stats().open == 2).await,
+        "one spare opened"
+    );
+    let second = pool.checkout(1, &creds("k"), None).await?;
+    assert!(!second.fresh_connection(), "the spare was ready");
+    assert_ne!(second.id(), first.id());
+    assert!(
+        eventually(|| pool.stats().open == 3).await,
+        "the spare is replaced"
+    );
+    assert_eq!(pool.stats().per_tenant.get(&2), None);
+    Ok(())
+}

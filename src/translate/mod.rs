@@ -20,6 +20,13 @@ pub use errors::{
 };
 use frame::{Head, ResponseView, rewrite_response, splice};
 
+/// Frame types that end a response and must carry the Response object.
+const TERMINAL: [&str; 3] = [
+    "response.completed",
+    "response.failed",
+    "response.incomplete",
+];
+
 /// What the downstream client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -141,6 +148,11 @@ impl Translator {
                     json_body: e.body,
                 };
                 (std::borrow::Cow::Borrowed(frame), Some(end))
+            }
+            None if TERMINAL.contains(&kind) => {
+                return Err(TranslateError::Malformed(format!(
+                    "{kind} without a response object"
+                )));
             }
             None => (std::borrow::Cow::Borrowed(frame), None),
         };

@@ -289,6 +289,8 @@ fn malformed_frames_are_errors() {
         r#"{"type":"response.completed","response":{"status":"completed"}}"#,
         r#"{"type":"response.created","response":"string"}"#,
         r#"{"type":"response.output_text.delta""#,
+        r#"{"type":"response.completed"}"#,
+        r#"{"type":"response.failed","response":null}"#,
     ];
     for f in bad {
         let mut t = Translator::new(Mode::Sse, None);

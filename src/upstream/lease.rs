@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::socket::{Command, SocketHandle};
+use super::shared::{Command, SocketHandle};
 use super::{SocketId, UpstreamError};
 
 /// How many frames may wait for a slow consumer before the socket task stops

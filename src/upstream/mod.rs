@@ -9,6 +9,7 @@ mod connect;
 mod error;
 mod lease;
 mod pool;
+mod shared;
 mod socket;
 #[cfg(test)]
 mod socket_tests;
@@ -22,7 +23,8 @@ pub use connect::connect;
 pub use error::UpstreamError;
 pub use lease::{Lease, TurnFrames};
 pub use pool::{PoolStats, SocketSnapshot, UpstreamPool};
-pub use socket::{SocketHandle, spawn_socket};
+pub use shared::SocketHandle;
+pub use socket::spawn_socket;
 
 /// Identifies one upstream socket for the life of the process.
 pub type SocketId = u64;

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::socket::SocketHandle;
+use super::shared::SocketHandle;
 use super::{
     Credentials, Lease, SocketId, UpstreamError, WsSettings, connect, spawn_socket, tenant_short,
 };
@@ -139,9 +139,19 @@ impl UpstreamPool {
         creds: &Credentials,
         prefer: Option<SocketId>,
     ) -> Result<Lease, UpstreamError> {
-        if let Some(id) = prefer {
-            return self.checkout_preferred(tenant, id);
-        }
+        let lease = match prefer {
+            Some(id) => self.checkout_preferred(tenant, id),
+            None => self.checkout_any(tenant, creds).await,
+        }?;
+        self.top_up_spares(tenant, creds);
+        Ok(lease)
+    }
+
+    async fn checkout_any(
+        &self,
+        tenant: u128,
+        creds: &Credentials,
+    ) -> Result<Lease, UpstreamError> {
         let deadline = Instant::now() + self.inner.settings.queue_timeout;
         loop {
             let notified = self.inner.notify.notified();
@@ -241,6 +251,50 @@ impl UpstreamPool {
         let lease = Lease::new(handle.clone(), true);
         st.sockets.insert(id, Entry { handle, join });
         Ok(lease)
+    }
+
+    /// Opens spare sockets in the background until `tenant` has
+    /// `spares_per_tenant` idle sockets with an empty cache, within limits.
+    fn top_up_spares(&self, tenant: u128, creds: &Credentials) {
+        let s = &self.inner.settings;
+        if s.spares_per_tenant == 0 {
+            return;
+        }
+        let mut opening = 0;
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            let cold = st
+                .sockets
+                .values()
+                .filter(|e| e.handle.shared.tenant == tenant)
+                .filter(|e| {
+                    let s = e.handle.shared.lock();
+                    !s.leased && s.pending == 0 && s.latest.is_none() && s.dead.is_none()
+                })
+                .count();
+            let connecting = st.connecting.get(&tenant).copied().unwrap_or(0);
+            for _ in (cold + connecting)..s.spares_per_tenant {
+                let (mine, total) = st.count(tenant);
+                if mine >= s.per_tenant || total >= s.total {
+                    break;
+                }
+                *st.connecting.entry(tenant).or_default() += 1;
+                opening += 1;
+            }
+        }
+        for _ in 0..opening {
+            let pool = self.clone();
+            let creds = creds.clone();
+            tokio::spawn(async move {
+                // Dropping the new lease leaves the socket idle: a spare.
+                if let Ok(lease) = pool.open(tenant, &creds).await {
+                    debug!(socket = lease.id(), tenant = %tenant_short(tenant), "spare socket open");
+                }
+            });
+        }
     }
 
     /// What `socket` is doing now.

@@ -4,11 +4,11 @@
 //!
 //! The task is generic over a `Sink<Message> + Stream` pair so tests drive it
 //! with channels. Its state visible to the pool (leased, pending turns, dead,
-//! latest response id) lives in [`Shared`].
+//! latest response id) lives in [`super::shared`].
 
 use std::borrow::Cow;
 use std::fmt::Display;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -21,112 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::debug;
 
+use super::shared::{Command, FrameTx, Shared, SocketHandle};
 use super::{SocketId, UpstreamError, WsSettings, tenant_short};
-
-/// Frames of one turn, as the task hands them to the lease holder.
-pub(crate) type FrameTx = mpsc::Sender<Result<String, UpstreamError>>;
-
-/// A request to the socket task.
-pub(crate) enum Command {
-    /// Send one `response.create` frame and stream the response back.
-    Turn { frame: String, frames: FrameTx },
-}
-
-/// Pool-visible state of one socket.
-#[derive(Debug, Default)]
-pub(crate) struct State {
-    /// A [`super::Lease`] holds the socket.
-    pub leased: bool,
-    /// Turns sent but not yet ended (including a drain).
-    pub pending: u32,
-    /// Why the socket died; set once, then the task is gone or going.
-    pub dead: Option<UpstreamError>,
-    /// The latest completed response on this connection (its cache).
-    pub latest: Option<String>,
-}
-
-/// What the pool and leases share with the task.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub id: SocketId,
-    pub tenant: u128,
-    pub opened_at: Instant,
-    state: Mutex<State>,
-    /// Woken whenever the socket may have become idle or died.
-    notify: Arc<Notify>,
-}
-
-impl Shared {
-    pub(crate) fn new(id: SocketId, tenant: u128, notify: Arc<Notify>) -> Self {
-        Self {
-            id,
-            tenant,
-            opened_at: Instant::now(),
-            state: Mutex::new(State::default()),
-            notify,
-        }
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Takes the socket if it is idle; `Err` says why not.
-    pub(crate) fn try_lease(&self) -> Result<(), UpstreamError> {
-        let mut s = self.lock();
-        if s.dead.is_some() {
-            return Err(UpstreamError::Gone);
-        }
-        if s.leased || s.pending > 0 {
-            return Err(UpstreamError::Busy);
-        }
-        s.leased = true;
-        Ok(())
-    }
-
-    pub(crate) fn release(&self) {
-        self.lock().leased = false;
-        self.notify.notify_waiters();
-    }
-
-    fn end_turn(&self, latest: Option<String>) {
-        {
-            let mut s = self.lock();
-            s.pending = s.pending.saturating_sub(1);
-            s.latest = latest;
-        }
-        self.notify.notify_waiters();
-    }
-
-    fn die(&self, why: UpstreamError) {
-        {
-            let mut s = self.lock();
-            s.pending = 0;
-            s.latest = None;
-            s.dead.get_or_insert(why);
-        }
-        self.notify.notify_waiters();
-    }
-
-    /// Age of the connection.
-    pub(crate) fn age(&self) -> Duration {
-        self.opened_at.elapsed()
-    }
-}
-
-/// A handle on a running socket task.
-#[derive(Debug, Clone)]
-pub struct SocketHandle {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) cmd: mpsc::UnboundedSender<Command>,
-}
-
-impl SocketHandle {
-    /// The socket's id.
-    pub fn id(&self) -> SocketId {
-        self.shared.id
-    }
-}
 
 /// Timers of one socket task, from [`WsSettings`].
 #[derive(Debug, Clone, Copy)]
