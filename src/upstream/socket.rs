@@ -154,6 +154,14 @@ fn close_code(frame: Option<&CloseFrame>) -> Option<u16> {
     frame.map(|f| u16::from(f.code))
 }
 
+/// Tells the turn's consumer, if still there, why the socket died.
+async fn fail(consumer: Option<&FrameTx>, why: UpstreamError) -> Result<(), UpstreamError> {
+    if let Some(tx) = consumer {
+        let _ = tx.send(Err(why.clone())).await;
+    }
+    Err(why)
+}
+
 /// Sleeps until `at`, or forever when there is no deadline.
 async fn until(at: Option<Instant>) {
     match at {
@@ -222,11 +230,7 @@ where
         let mut deferred = false;
         loop {
             let t = self.timers;
-            let ping_at = match self.ping_sent {
-                None if !t.ping_interval.is_zero() => Some(self.last_rx + t.ping_interval),
-                _ => None,
-            };
-            let pong_by = self.ping_sent.map(|at| at + t.pong_timeout);
+            let (ping_at, pong_by) = self.keepalive();
             let idle_by =
                 (!t.idle_timeout.is_zero() && !deferred).then(|| idle_since + t.idle_timeout);
             let age_by =
@@ -239,13 +243,7 @@ where
                 _ = until(pong_by) => {
                     return Err(Exit::Dead(UpstreamError::PingTimeout { after_output: false }));
                 }
-                _ = until(ping_at) => {
-                    self.ws
-                        .send(Message::Ping(Vec::new().into()))
-                        .await
-                        .map_err(|e| Exit::Dead(UpstreamError::Connect(e.to_string())))?;
-                    self.ping_sent = Some(Instant::now());
-                }
+                _ = until(ping_at) => self.ping(false).await.map_err(Exit::Dead)?,
                 _ = until(idle_by) => {
                     if !self.shared.lock().leased {
                         return Err(Exit::Close("idle timeout"));
@@ -260,6 +258,28 @@ where
                 }
             }
         }
+    }
+
+    /// When to send the next ping, and when the outstanding one expires.
+    fn keepalive(&self) -> (Option<Instant>, Option<Instant>) {
+        let t = self.timers;
+        let ping_at = match self.ping_sent {
+            None if !t.ping_interval.is_zero() => Some(self.last_rx + t.ping_interval),
+            _ => None,
+        };
+        (ping_at, self.ping_sent.map(|at| at + t.pong_timeout))
+    }
+
+    async fn ping(&mut self, delivered: bool) -> Result<(), UpstreamError> {
+        if let Err(e) = self.ws.send(Message::Ping(Vec::new().into())).await {
+            debug!(socket = self.shared.id, error = %e, "upstream ping failed");
+            return Err(UpstreamError::Closed {
+                code: None,
+                after_output: delivered,
+            });
+        }
+        self.ping_sent = Some(Instant::now());
+        Ok(())
     }
 
     async fn on_idle_message(&mut self, msg: Option<Result<Message, E>>) -> Result<(), Exit> {
@@ -336,8 +356,19 @@ where
                     None => std::future::pending().await,
                 }
             };
+            let (ping_at, pong_by) = self.keepalive();
             let msg = tokio::select! {
                 msg = self.ws.next() => msg,
+                _ = until(pong_by) => {
+                    let why = UpstreamError::PingTimeout { after_output: delivered };
+                    return fail(consumer.as_ref(), why).await;
+                }
+                _ = until(ping_at) => {
+                    if let Err(why) = self.ping(delivered).await {
+                        return fail(consumer.as_ref(), why).await;
+                    }
+                    continue;
+                }
                 _ = gone => {
                     consumer = None;
                     drain_by = Some(Instant::now() + self.timers.drain_timeout);
@@ -351,22 +382,14 @@ where
             let text = match self.on_message(msg, delivered).await {
                 Ok(Some(text)) => text,
                 Ok(None) => continue,
-                Err(why) => {
-                    if let Some(tx) = &consumer {
-                        let _ = tx.send(Err(why.clone())).await;
-                    }
-                    return Err(why);
-                }
+                Err(why) => return fail(consumer.as_ref(), why).await,
             };
             let kind = classify(&text);
             if let Kind::Spent = kind {
                 let why = UpstreamError::ConnectionLimit {
                     after_output: delivered,
                 };
-                if let Some(tx) = &consumer {
-                    let _ = tx.send(Err(why.clone())).await;
-                }
-                return Err(why);
+                return fail(consumer.as_ref(), why).await;
             }
             if let Some(tx) = &consumer {
                 if tx.send(Ok(text)).await.is_ok() {

@@ -344,3 +344,22 @@ async fn max_age_closes_idle_socket() {
     tokio::time::sleep(Duration::from_secs(101)).await;
     assert!(matches!(r.server.heard().await, Message::Close(Some(_))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn stalled_turn_pings_then_times_out_after_output() {
+    let mut r = rig(&settings());
+    let mut lease = Lease::take(&r.handle).expect("idle");
+    let mut frames = lease.send("{}".into()).await.expect("send");
+    r.server.heard().await;
+    r.server.say(&created("resp_s"));
+    assert!(matches!(frames.next().await, Some(Ok(_))));
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    assert!(matches!(r.server.heard().await, Message::Ping(_)));
+    let got = frames.next().await;
+    assert_eq!(
+        got,
+        Some(Err(UpstreamError::PingTimeout { after_output: true }))
+    );
+    assert!(!UpstreamError::PingTimeout { after_output: true }.retryable_before_output());
+    assert_eq!(frames.next().await, None);
+}
