@@ -378,3 +378,37 @@ async fn spare_sockets_are_opened_after_first_use() -> anyhow::Result<()> {
     assert_eq!(pool.stats().per_tenant.get(&2), None);
     Ok(())
 }
+
+#[tokio::test]
+async fn silent_server_times_out_and_tls_failure_is_a_connect_error() -> anyhow::Result<()> {
+    // Accepts TCP, never answers: the connect deadline applies.
+    let silent = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = silent.local_addr()?;
+    let hold = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            kept.push(tcp);
+        }
+    });
+    let mut s = settings(&format!("ws://{addr}/v1/responses"));
+    s.connect_timeout = Duration::from_millis(100);
+    let err = UpstreamPool::new(s.clone())
+        .checkout(1, &creds("k"), None)
+        .await
+        .err();
+    assert!(
+        matches!(err, Some(UpstreamError::Connect(ref m)) if m.contains("timed out")),
+        "{err:?}"
+    );
+    // wss:// goes through rustls; a plain WebSocket server fails the TLS handshake.
+    let srv = server(None).await?;
+    s.url = srv.url.replace("ws://", "wss://");
+    s.connect_timeout = Duration::from_secs(5);
+    let err = UpstreamPool::new(s)
+        .checkout(1, &creds("k"), None)
+        .await
+        .err();
+    assert!(matches!(err, Some(UpstreamError::Connect(_))), "{err:?}");
+    hold.abort();
+    Ok(())
+}

@@ -59,6 +59,12 @@ impl Lease {
         self.latest.as_deref()
     }
 
+    /// The socket's latest completed response now (after this lease's own
+    /// turns); `None` while a turn is in flight or after a failed one.
+    pub fn current_latest_response_id(&self) -> Option<String> {
+        self.handle.shared.lock().latest.clone()
+    }
+
     /// Age of the connection.
     pub fn age(&self) -> Duration {
         self.handle.shared.age()

@@ -142,6 +142,10 @@ async fn one_turn_then_idle_with_latest_id() {
         assert_eq!(frames.next().await, Some(Ok(f.to_owned())));
     }
     assert_eq!(frames.next().await, None);
+    assert_eq!(
+        lease.current_latest_response_id().as_deref(),
+        Some("resp_1")
+    );
     drop(lease);
     let lease = wait_idle(&r.handle).await;
     assert_eq!(lease.latest_response_id(), Some("resp_1"));
