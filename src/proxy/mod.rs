@@ -27,8 +27,10 @@ use crate::App;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http::body::{self, Body};
-use crate::session::{self, ChainSeed, FreshReason, Plan, SessionLimits, SessionStore, TenantId};
-use crate::upstream::{Credentials, UpstreamPool, WsSettings};
+use crate::session::{
+    self, ChainSeed, FreshReason, Plan, SessionLimits, SessionStore, SocketId, SocketStates, SocketStatus, TenantId,
+};
+use crate::upstream::{Credentials, SocketSnapshot, UpstreamPool, WsSettings};
 use record::Route;
 use request::ParsedRequest;
 
@@ -62,6 +64,7 @@ impl Managed {
             pong_timeout: p.pong_timeout,
             idle_timeout: p.idle_timeout,
             max_age: p.max_age,
+            drain_timeout: p.drain_timeout,
             per_tenant: p.per_tenant,
             total: p.total,
             queue_timeout: p.queue_timeout,
@@ -162,8 +165,9 @@ pub async fn responses(app: &Arc<App>, req: Request<Incoming>) -> Result<Respons
     if let Some(reason) = http_reason {
         return turn.http_fallback(reason).await;
     }
-    if parsed.previous_response_id.is_some() {
-        turn.route = Route::ClientManaged;
+    if let Some(prev) = &parsed.previous_response_id {
+        let socket = TenantSockets::of(&m.pool, tenant).holding(prev);
+        turn.client_managed(socket);
         return turn.run(None).await;
     }
     // plan
@@ -171,7 +175,7 @@ pub async fn responses(app: &Arc<App>, req: Request<Incoming>) -> Result<Respons
     let fp = fingerprint_input(&seed, &parsed);
     let plan = match &fp {
         Some(fp) => {
-            let view = m.pool.tenant_view(tenant.0);
+            let view = TenantSockets::of(&m.pool, tenant);
             m.store().plan(fp, Instant::now(), &view)
         }
         None => Plan::Fresh { reason: FreshReason::NoMatchingTip },
@@ -190,5 +194,36 @@ fn fingerprint_input(seed: &ChainSeed<'_>, parsed: &ParsedRequest<'_>) -> Option
             session::fingerprint(seed, &[&*item]).ok()
         }
         (None, None) => None,
+    }
+}
+
+/// One tenant's sockets as the session store sees them (a snapshot taken
+/// once per plan).
+pub struct TenantSockets(Vec<(SocketId, SocketSnapshot)>);
+
+impl TenantSockets {
+    /// Snapshots `tenant`'s sockets.
+    pub fn of(pool: &UpstreamPool, tenant: TenantId) -> TenantSockets {
+        TenantSockets(pool.tenant_sockets(tenant.0))
+    }
+
+    /// An idle socket whose latest response is `response_id`.
+    pub fn holding(&self, response_id: &str) -> Option<SocketId> {
+        self.0.iter().find_map(|(id, s)| match s {
+            SocketSnapshot::Idle { latest_response_id: Some(r), .. } if r == response_id => Some(*id),
+            _ => None,
+        })
+    }
+}
+
+impl SocketStates for TenantSockets {
+    fn status(&self, socket: SocketId) -> SocketStatus<'_> {
+        match self.0.iter().find(|(id, _)| *id == socket).map(|(_, s)| s) {
+            Some(SocketSnapshot::Idle { latest_response_id, .. }) => {
+                SocketStatus::Idle { latest_response_id: latest_response_id.as_deref() }
+            }
+            Some(SocketSnapshot::Busy) => SocketStatus::Busy,
+            Some(SocketSnapshot::Gone) | None => SocketStatus::Gone,
+        }
     }
 }

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::value::RawValue;
 
@@ -56,6 +55,8 @@ pub struct Turn<'a> {
     tenant: TenantId,
     mode: Mode,
     cont: Option<Continuation>,
+    /// A socket to use when not continuing (client-managed chaining).
+    prefer: Option<SocketId>,
     /// How the turn is served.
     pub route: Route,
     record: TurnRecord,
@@ -94,7 +95,7 @@ impl<'a> Turn<'a> {
             outcome: "",
         };
         let mode = if parsed.stream { Mode::Sse } else { Mode::Json };
-        Turn { app, body, parsed, headers, creds, tenant, mode, cont: None, route: Route::Fresh, record, started, received }
+        Turn { app, body, parsed, headers, creds, tenant, mode, cont: None, prefer: None, route: Route::Fresh, record, started, received }
     }
 
     /// Applies the session store's plan.
@@ -116,6 +117,13 @@ impl<'a> Turn<'a> {
                 self.record.detail = Some(reason.to_string());
             }
         }
+    }
+
+    /// The client chains by itself: forward as is, on `socket` (the one
+    /// holding its `previous_response_id`) when there is one.
+    pub fn client_managed(&mut self, socket: Option<SocketId>) {
+        self.route = Route::ClientManaged;
+        self.prefer = socket;
     }
 
     /// A planned continuation turns fresh (the reason is recorded).
@@ -164,7 +172,6 @@ impl<'a> Turn<'a> {
                 Attempt::RetryNewSocket(why) if retries == 0 => {
                     retries += 1;
                     self.record.recoveries.push(why);
-                    current.mark_dead();
                     drop(current);
                     if let Some(c) = &self.cont {
                         m.store().forget_socket(c.socket);
@@ -172,7 +179,7 @@ impl<'a> Turn<'a> {
                     self.downgrade(FreshReason::SocketGone);
                 }
                 Attempt::RetrySameSocket(why) | Attempt::RetryNewSocket(why) => {
-                    current.mark_dead();
+                    drop(current);
                     return Err(self.fail(ProxyError::UpstreamFailed(format!("{why} twice in a row"))));
                 }
             }
@@ -183,14 +190,17 @@ impl<'a> Turn<'a> {
     /// `Err(None)` means "plan changed, loop again"; `Err(Some(resp))` is the answer.
     async fn checkout(&mut self, retries: &mut u8) -> Result<Lease, Option<Result<Response<Body>, ProxyError>>> {
         let m = &self.app.managed;
-        let prefer = self.cont.as_ref().map(|c| c.socket);
+        let prefer = self.cont.as_ref().map(|c| c.socket).or(self.prefer);
         let err = match m.pool.checkout(self.tenant.0, &self.creds, prefer).await {
             Ok(lease) => return Ok(lease),
             Err(e) => e,
         };
         if prefer.is_some() && !matches!(err, UpstreamError::Handshake { .. }) {
             // Taken or closed between plan and checkout: send it whole.
-            self.downgrade(FreshReason::SocketBusy);
+            self.prefer = None;
+            if self.cont.is_some() {
+                self.downgrade(FreshReason::SocketBusy);
+            }
             return Err(None);
         }
         let fallback = self.app.config.upstream.fallback_http;
@@ -242,13 +252,18 @@ impl<'a> Turn<'a> {
         self.record.prepare.get_or_insert_with(|| sent.duration_since(self.received));
         let mut translator = Translator::new(self.mode, self.parsed.previous_response_id.clone());
         loop {
+            // Nothing has gone downstream yet, so any socket failure (even
+            // mid-response for a JSON client) can be retried invisibly.
             let text = match frames.next().await {
                 Some(Ok(text)) => text,
-                Some(Err(e)) if !e.retryable_before_output() => {
-                    tracing::debug!(error = %e, "upstream failed before output");
+                Some(Err(UpstreamError::ConnectionLimit { .. })) => {
+                    return Attempt::RetryNewSocket("connection_limit->fresh");
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "upstream socket failed before output");
                     return Attempt::RetryNewSocket("socket_lost->fresh");
                 }
-                Some(Err(_)) | None => return Attempt::RetryNewSocket("socket_lost->fresh"),
+                None => return Attempt::RetryNewSocket("socket_lost->fresh"),
             };
             self.record.ttfe.get_or_insert_with(|| sent.elapsed());
             let step = match translator.on_frame(&text) {
@@ -259,6 +274,9 @@ impl<'a> Turn<'a> {
                 }
             };
             if let Some(outcome) = step.end {
+                // Let the socket settle (idle, latest recorded) before anyone
+                // can continue from this response.
+                while frames.next().await.is_some() {}
                 return self.classify_end(outcome, step.out);
             }
             if !step.out.is_empty() {
@@ -310,8 +328,14 @@ impl<'a> Turn<'a> {
     }
 
     /// Streams the rest of the response to the client from a task of its own.
+    ///
+    /// The terminal event is held back until the turn is committed and the
+    /// socket released, so a client that fires its next request the moment
+    /// it reads `response.completed` finds the new tip and an idle socket.
+    /// If the client hangs up, the lease and frames are dropped: the socket
+    /// task drains the response to its end (`pool.drain_timeout`) on its own.
     fn stream(
-        mut self,
+        self,
         lease: Lease,
         fp: Option<Fingerprint>,
         first: Bytes,
@@ -321,55 +345,58 @@ impl<'a> Turn<'a> {
         let (tx, body) = body::channel(64);
         let mut resp = sse_response(body);
         resp.headers_mut().insert("x-tether-route", HeaderValue::from_static(self.route.label()));
-        let drain = self.app.config.pool.drain_timeout;
         let mut record = self.record.clone();
         let finisher = Finisher::from_turn(&self);
         tokio::spawn(async move {
             let mut client_gone = tx.send(first).await.is_err();
-            let mut drain_deadline = client_gone.then(|| Instant::now() + drain);
+            let mut last = Bytes::new();
             let outcome = loop {
-                let next = match drain_deadline {
-                    Some(d) => match tokio::time::timeout_at(d.into(), frames.next()).await {
-                        Ok(n) => n,
-                        Err(_) => break None,
-                    },
-                    None => frames.next().await,
-                };
-                let text = match next {
-                    Some(Ok(text)) => text,
-                    Some(Err(_)) | None => break None,
-                };
-                let step = match translator.on_frame(&text) {
-                    Ok(step) => step,
-                    Err(_) => break None,
-                };
-                if !client_gone && !step.out.is_empty() && tx.send(step.out).await.is_err() {
-                    client_gone = true;
-                    drain_deadline = Some(Instant::now() + drain);
+                if client_gone {
+                    break None;
                 }
-                if let Some(outcome) = step.end {
-                    break Some(outcome);
+                let step = match frames.next().await {
+                    Some(Ok(text)) => match translator.on_frame(&text) {
+                        Ok(step) => step,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "malformed upstream frame mid-stream");
+                            break None;
+                        }
+                    },
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "upstream socket failed mid-stream");
+                        break None;
+                    }
+                    None => break None,
+                };
+                if step.end.is_some() {
+                    last = step.out;
+                    while frames.next().await.is_some() {}
+                    break step.end;
+                }
+                if !step.out.is_empty() && tx.send(step.out).await.is_err() {
+                    client_gone = true;
                 }
             };
             record.outcome = match (&outcome, client_gone) {
                 (_, true) => "client_gone",
-                (None, false) => {
-                    let event = translator.sse_error_event("The upstream connection was lost mid-response.", Some("upstream_error"));
-                    let _ = tx.send(event).await;
-                    "upstream_lost"
-                }
+                (None, false) => "upstream_lost",
                 (Some(o), false) => outcome_label(o),
             };
-            let mut lease = lease;
-            match outcome {
-                Some(o) if !client_gone => finisher.finish(&mut record, &lease, fp, &o),
-                Some(_) => finisher.evict(),
-                None => {
-                    lease.mark_dead();
-                    finisher.evict();
-                }
+            match &outcome {
+                Some(o) => finisher.finish(&mut record, &lease, fp, o),
+                None => finisher.evict(),
             }
+            drop(frames);
             drop(lease);
+            let tail = match outcome {
+                Some(_) => last,
+                None if client_gone => Bytes::new(),
+                None => translator.sse_error_event("The upstream connection was lost mid-response.", Some("upstream_error")),
+            };
+            if !tail.is_empty() {
+                let _ = tx.send(tail).await;
+            }
+            drop(tx);
             record.total = finisher.started.elapsed();
             record.emit(&finisher.app);
         });

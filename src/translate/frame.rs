@@ -16,8 +16,9 @@ use serde_json::value::RawValue;
 pub(crate) struct Head<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: Cow<'a, str>,
-    #[serde(default)]
-    pub sequence_number: Option<u64>,
+    /// Kept raw: a frame with an odd `sequence_number` still passes through.
+    #[serde(default, borrow)]
+    pub sequence_number: Option<&'a RawValue>,
     #[serde(default, borrow)]
     pub response: Option<&'a RawValue>,
 }

@@ -20,6 +20,13 @@ pub use errors::{
 };
 use frame::{Head, ResponseView, rewrite_response, splice};
 
+/// Frame types that end a response and must carry the Response object.
+const TERMINAL: [&str; 3] = [
+    "response.completed",
+    "response.failed",
+    "response.incomplete",
+];
+
 /// What the downstream client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -70,13 +77,18 @@ pub enum Outcome {
         json_body: Option<Bytes>,
     },
     /// `response.failed`: the status and error body chosen from its error code.
+    /// In SSE mode the step's `out` also holds the event; a caller that has
+    /// written nothing downstream yet may answer with `status` and
+    /// `json_body` instead.
     Failed {
         /// HTTP status for a JSON client (or before any SSE byte went out).
         status: u16,
         /// `{"error":{…}}`.
         json_body: Bytes,
     },
-    /// A request-scoped `error` frame (flat or nested shape).
+    /// A request-scoped `error` frame (flat or nested shape). As for
+    /// `Failed`, `out` holds the SSE event; before any byte went downstream
+    /// the caller answers with `status` and `json_body` instead.
     Error {
         /// The frame's status, 500 when absent.
         status: u16,
@@ -127,8 +139,11 @@ impl Translator {
         }
         let head: Head<'_> =
             serde_json::from_str(frame).map_err(|e| TranslateError::Malformed(e.to_string()))?;
-        if head.sequence_number.is_some() {
-            self.last_seq = head.sequence_number;
+        if let Some(n) = head
+            .sequence_number
+            .and_then(|raw| raw.get().parse::<u64>().ok())
+        {
+            self.last_seq = Some(n);
         }
         let kind = head.kind.as_ref();
         let (text, end) = match head.response {
@@ -141,6 +156,11 @@ impl Translator {
                     json_body: e.body,
                 };
                 (std::borrow::Cow::Borrowed(frame), Some(end))
+            }
+            None if TERMINAL.contains(&kind) => {
+                return Err(TranslateError::Malformed(format!(
+                    "{kind} without a response object"
+                )));
             }
             None => (std::borrow::Cow::Borrowed(frame), None),
         };

@@ -33,6 +33,8 @@ const PASS_THROUGH: &[&str] = &[
     r#"{"type":"response.reasoning_summary_text.delta","sequence_number":10,"item_id":"rs_1","output_index":0,"summary_index":0,"delta":"x"}"#,
     r#"{"type":"response.some_future_event","sequence_number":11,"whatever":{"nested":[1,2,3]}}"#,
     r#"{"type":"response.output_text.annotation.added","sequence_number":12,"annotation":{"type":"url_citation"}}"#,
+    r#"{"type":"response.odd_sequence","sequence_number":"13"}"#,
+    r#"{"type":"response.escaped\u002etype","sequence_number":14}"#,
 ];
 
 #[test]
@@ -289,6 +291,8 @@ fn malformed_frames_are_errors() {
         r#"{"type":"response.completed","response":{"status":"completed"}}"#,
         r#"{"type":"response.created","response":"string"}"#,
         r#"{"type":"response.output_text.delta""#,
+        r#"{"type":"response.completed"}"#,
+        r#"{"type":"response.failed","response":null}"#,
     ];
     for f in bad {
         let mut t = Translator::new(Mode::Sse, None);

@@ -1,0 +1,371 @@
+//! The pool of upstream sockets: per-tenant, bounded per tenant and in total,
+//! leased one turn at a time, rotated before `max_age`.
+//!
+//! A socket never serves another tenant. An idle socket whose cache is empty
+//! is preferred over one holding some session's latest response, so checkouts
+//! without a preference do not wipe a live session's warm state while there is
+//! room to open a new socket.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::shared::SocketHandle;
+use super::{
+    Credentials, Lease, SocketId, UpstreamError, WsSettings, connect, spawn_socket, tenant_short,
+};
+
+/// What the session store may learn about a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketSnapshot {
+    /// Closed, dead or unknown.
+    Gone,
+    /// Leased or finishing a response.
+    Busy,
+    /// Free to lease.
+    Idle {
+        /// The latest completed response it holds.
+        latest_response_id: Option<String>,
+        /// Age of the connection.
+        age: Duration,
+    },
+}
+
+/// Pool counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Sockets open now.
+    pub open: usize,
+    /// Sockets opened since start.
+    pub opened_total: u64,
+    /// Open sockets per tenant hash.
+    pub per_tenant: HashMap<u128, usize>,
+}
+
+/// Upstream WebSocket pool. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UpstreamPool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: WsSettings,
+    state: Mutex<PoolState>,
+    /// Woken when a socket is released, ends a turn or dies.
+    notify: Arc<Notify>,
+    shutdown: watch::Sender<bool>,
+    next_id: AtomicU64,
+    opened_total: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    sockets: HashMap<SocketId, Entry>,
+    /// Handshakes in progress per tenant: they hold a slot.
+    connecting: HashMap<u128, usize>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    handle: SocketHandle,
+    join: JoinHandle<()>,
+}
+
+/// What one look at the pool decided.
+enum Pick {
+    Lease(Lease),
+    Open,
+    Wait,
+}
+
+impl PoolState {
+    /// Forgets dead sockets and closes idle ones past `max_age` (dropping the
+    /// pool's handle ends an idle task with a normal close).
+    fn sweep(&mut self, max_age: Duration) {
+        self.sockets.retain(|_, e| {
+            let s = e.handle.shared.lock();
+            let idle = !s.leased && s.pending == 0;
+            s.dead.is_none() && !(idle && e.handle.shared.age() >= max_age)
+        });
+    }
+
+    fn count(&self, tenant: u128) -> (usize, usize) {
+        let connecting: usize = self.connecting.values().sum();
+        let mine = self
+            .sockets
+            .values()
+            .filter(|e| e.handle.shared.tenant == tenant)
+            .count()
+            + self.connecting.get(&tenant).copied().unwrap_or(0);
+        (mine, self.sockets.len() + connecting)
+    }
+}
+
+impl UpstreamPool {
+    /// An empty pool.
+    pub fn new(settings: WsSettings) -> Self {
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                state: Mutex::new(PoolState::default()),
+                notify: Arc::new(Notify::new()),
+                shutdown,
+                next_id: AtomicU64::new(1),
+                opened_total: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A socket for `tenant`. With `prefer`, that socket or
+    /// `Err(Busy | Gone)`; without, an idle socket of this tenant (one with an
+    /// empty cache first), else a new one within limits, else any idle one,
+    /// else wait up to `queue_timeout` for `Err(PoolFull)`.
+    pub async fn checkout(
+        &self,
+        tenant: u128,
+        creds: &Credentials,
+        prefer: Option<SocketId>,
+    ) -> Result<Lease, UpstreamError> {
+        let lease = match prefer {
+            Some(id) => self.checkout_preferred(tenant, id),
+            None => self.checkout_any(tenant, creds).await,
+        }?;
+        self.top_up_spares(tenant, creds);
+        Ok(lease)
+    }
+
+    async fn checkout_any(
+        &self,
+        tenant: u128,
+        creds: &Credentials,
+    ) -> Result<Lease, UpstreamError> {
+        let deadline = Instant::now() + self.inner.settings.queue_timeout;
+        loop {
+            let notified = self.inner.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.pick(tenant)? {
+                Pick::Lease(lease) => return Ok(lease),
+                Pick::Open => return self.open(tenant, creds).await,
+                Pick::Wait => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        debug!(tenant = %tenant_short(tenant), "pool full");
+                        return Err(UpstreamError::PoolFull);
+                    }
+                }
+            }
+        }
+    }
+
+    fn checkout_preferred(&self, tenant: u128, id: SocketId) -> Result<Lease, UpstreamError> {
+        let mut st = self.lock();
+        st.sweep(self.inner.settings.max_age);
+        let entry = st.sockets.get(&id).ok_or(UpstreamError::Gone)?;
+        if entry.handle.shared.tenant != tenant {
+            return Err(UpstreamError::Gone);
+        }
+        entry.handle.shared.try_lease()?;
+        Ok(Lease::new(entry.handle.clone(), false))
+    }
+
+    fn pick(&self, tenant: u128) -> Result<Pick, UpstreamError> {
+        let s = &self.inner.settings;
+        let mut st = self.lock();
+        if st.closed {
+            return Err(UpstreamError::Gone);
+        }
+        st.sweep(s.max_age);
+        let empty = st.sockets.values().find(|e| {
+            let cold = e.handle.shared.lock().latest.is_none();
+            e.handle.shared.tenant == tenant && cold && e.handle.shared.try_lease().is_ok()
+        });
+        if let Some(e) = empty {
+            return Ok(Pick::Lease(Lease::new(e.handle.clone(), false)));
+        }
+        let (mine, total) = st.count(tenant);
+        if mine < s.per_tenant {
+            if total >= s.total {
+                evict_other_idle(&mut st, tenant);
+            }
+            let (_, total) = st.count(tenant);
+            if total < s.total {
+                *st.connecting.entry(tenant).or_default() += 1;
+                return Ok(Pick::Open);
+            }
+        }
+        let any = st
+            .sockets
+            .values()
+            .filter(|e| e.handle.shared.tenant == tenant)
+            .find(|e| e.handle.shared.try_lease().is_ok());
+        Ok(match any {
+            Some(e) => Pick::Lease(Lease::new(e.handle.clone(), false)),
+            None => Pick::Wait,
+        })
+    }
+
+    /// Opens a socket in a slot `pick` reserved.
+    async fn open(&self, tenant: u128, creds: &Credentials) -> Result<Lease, UpstreamError> {
+        let result = connect(&self.inner.settings, creds).await;
+        let mut st = self.lock();
+        if let Some(n) = st.connecting.get_mut(&tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.connecting.remove(&tenant);
+            }
+        }
+        let ws = match result {
+            Ok(_) if st.closed => return Err(UpstreamError::Gone),
+            Ok(ws) => ws,
+            Err(e) => {
+                drop(st);
+                self.inner.notify.notify_waiters();
+                debug!(tenant = %tenant_short(tenant), error = %e, "upstream connect failed");
+                return Err(e);
+            }
+        };
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.opened_total.fetch_add(1, Ordering::Relaxed);
+        let (handle, join) = spawn_socket(
+            ws,
+            id,
+            tenant,
+            &self.inner.settings,
+            self.inner.notify.clone(),
+            self.inner.shutdown.subscribe(),
+        );
+        handle.shared.try_lease()?;
+        let lease = Lease::new(handle.clone(), true);
+        st.sockets.insert(id, Entry { handle, join });
+        Ok(lease)
+    }
+
+    /// Opens spare sockets in the background until `tenant` has
+    /// `spares_per_tenant` idle sockets with an empty cache, within limits.
+    fn top_up_spares(&self, tenant: u128, creds: &Credentials) {
+        let s = &self.inner.settings;
+        if s.spares_per_tenant == 0 {
+            return;
+        }
+        let mut opening = 0;
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            let cold = st
+                .sockets
+                .values()
+                .filter(|e| e.handle.shared.tenant == tenant)
+                .filter(|e| {
+                    let s = e.handle.shared.lock();
+                    !s.leased && s.pending == 0 && s.latest.is_none() && s.dead.is_none()
+                })
+                .count();
+            let connecting = st.connecting.get(&tenant).copied().unwrap_or(0);
+            for _ in (cold + connecting)..s.spares_per_tenant {
+                let (mine, total) = st.count(tenant);
+                if mine >= s.per_tenant || total >= s.total {
+                    break;
+                }
+                *st.connecting.entry(tenant).or_default() += 1;
+                opening += 1;
+            }
+        }
+        for _ in 0..opening {
+            let pool = self.clone();
+            let creds = creds.clone();
+            tokio::spawn(async move {
+                // Dropping the new lease leaves the socket idle: a spare.
+                if let Ok(lease) = pool.open(tenant, &creds).await {
+                    debug!(socket = lease.id(), tenant = %tenant_short(tenant), "spare socket open");
+                }
+            });
+        }
+    }
+
+    /// What `socket` is doing now.
+    pub fn status(&self, socket: SocketId) -> SocketSnapshot {
+        let st = self.lock();
+        st.sockets.get(&socket).map_or(SocketSnapshot::Gone, |e| self.snapshot(e))
+    }
+
+    /// Every socket of `tenant` and what it is doing: one look at the pool
+    /// for a whole plan (the session store asks about several).
+    pub fn tenant_sockets(&self, tenant: u128) -> Vec<(SocketId, SocketSnapshot)> {
+        let st = self.lock();
+        st.sockets
+            .iter()
+            .filter(|(_, e)| e.handle.shared.tenant == tenant)
+            .map(|(id, e)| (*id, self.snapshot(e)))
+            .collect()
+    }
+
+    fn snapshot(&self, e: &Entry) -> SocketSnapshot {
+        let s = e.handle.shared.lock();
+        if s.dead.is_some() || e.handle.shared.age() >= self.inner.settings.max_age {
+            SocketSnapshot::Gone
+        } else if s.leased || s.pending > 0 {
+            SocketSnapshot::Busy
+        } else {
+            SocketSnapshot::Idle { latest_response_id: s.latest.clone(), age: e.handle.shared.age() }
+        }
+    }
+
+    /// Counters for `/metrics` and `/debug`.
+    pub fn stats(&self) -> PoolStats {
+        let mut st = self.lock();
+        st.sweep(self.inner.settings.max_age);
+        let mut per_tenant = HashMap::new();
+        for e in st.sockets.values() {
+            *per_tenant.entry(e.handle.shared.tenant).or_default() += 1;
+        }
+        PoolStats {
+            open: st.sockets.len(),
+            opened_total: self.inner.opened_total.load(Ordering::Relaxed),
+            per_tenant,
+        }
+    }
+
+    /// Closes every socket with code 1000: idle ones now, busy ones when
+    /// their response ends. Waits for all of them; wrap it in a timeout.
+    pub async fn close_all(&self) {
+        let entries: Vec<Entry> = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.sockets.drain().map(|(_, e)| e).collect()
+        };
+        let _ = self.inner.shutdown.send(true);
+        for e in entries {
+            let Entry { handle, join } = e;
+            drop(handle);
+            let _ = join.await;
+        }
+        self.inner.notify.notify_waiters();
+    }
+}
+
+/// Closes one idle socket of another tenant to free a global slot.
+fn evict_other_idle(st: &mut PoolState, tenant: u128) {
+    let victim = st.sockets.iter().find_map(|(id, e)| {
+        let s = e.handle.shared.lock();
+        (e.handle.shared.tenant != tenant && !s.leased && s.pending == 0).then_some(*id)
+    });
+    if let Some(id) = victim {
+        debug!(socket = id, "closing another tenant's idle socket for room");
+        st.sockets.remove(&id);
+    }
+}

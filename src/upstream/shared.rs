@@ -1,0 +1,115 @@
+//! The state one socket task shares with its leases and the pool, and the
+//! commands the task accepts.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use super::{SocketId, UpstreamError};
+
+/// Frames of one turn, as the task hands them to the lease holder.
+pub(crate) type FrameTx = mpsc::Sender<Result<String, UpstreamError>>;
+
+/// A request to the socket task.
+pub(crate) enum Command {
+    /// Send one `response.create` frame and stream the response back.
+    Turn { frame: String, frames: FrameTx },
+}
+
+/// Pool-visible state of one socket.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// A [`super::Lease`] holds the socket.
+    pub leased: bool,
+    /// Turns sent but not yet ended (including a drain).
+    pub pending: u32,
+    /// Why the socket died; set once, then the task is gone or going.
+    pub dead: Option<UpstreamError>,
+    /// The latest completed response on this connection (its cache).
+    pub latest: Option<String>,
+}
+
+/// What the pool and leases share with the task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub id: SocketId,
+    pub tenant: u128,
+    pub opened_at: Instant,
+    state: Mutex<State>,
+    /// Woken whenever the socket may have become idle or died.
+    notify: Arc<Notify>,
+}
+
+impl Shared {
+    pub(crate) fn new(id: SocketId, tenant: u128, notify: Arc<Notify>) -> Self {
+        Self {
+            id,
+            tenant,
+            opened_at: Instant::now(),
+            state: Mutex::new(State::default()),
+            notify,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the socket if it is idle; `Err` says why not.
+    pub(crate) fn try_lease(&self) -> Result<(), UpstreamError> {
+        let mut s = self.lock();
+        if s.dead.is_some() {
+            return Err(UpstreamError::Gone);
+        }
+        if s.leased || s.pending > 0 {
+            return Err(UpstreamError::Busy);
+        }
+        s.leased = true;
+        Ok(())
+    }
+
+    pub(crate) fn release(&self) {
+        self.lock().leased = false;
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn end_turn(&self, latest: Option<String>) {
+        {
+            let mut s = self.lock();
+            s.pending = s.pending.saturating_sub(1);
+            s.latest = latest;
+        }
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn die(&self, why: UpstreamError) {
+        {
+            let mut s = self.lock();
+            s.pending = 0;
+            s.latest = None;
+            s.dead.get_or_insert(why);
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Age of the connection.
+    pub(crate) fn age(&self) -> Duration {
+        self.opened_at.elapsed()
+    }
+}
+
+/// A handle on a running socket task.
+#[derive(Debug, Clone)]
+pub struct SocketHandle {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) cmd: mpsc::UnboundedSender<Command>,
+}
+
+impl SocketHandle {
+    /// The socket's id.
+    pub fn id(&self) -> SocketId {
+        self.shared.id
+    }
+}

@@ -1,0 +1,414 @@
+//! The socket task: one task owns one upstream WebSocket, runs one response
+//! at a time, keeps the connection alive while idle, and drains a response
+//! whose consumer went away.
+//!
+//! The task is generic over a `Sink<Message> + Stream` pair so tests drive it
+//! with channels. Its state visible to the pool (leased, pending turns, dead,
+//! latest response id) lives in [`super::shared`].
+
+use std::borrow::Cow;
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::debug;
+
+use super::shared::{Command, FrameTx, Shared, SocketHandle};
+use super::{SocketId, UpstreamError, WsSettings, tenant_short};
+
+/// Timers of one socket task, from [`WsSettings`].
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    ping_interval: Duration,
+    pong_timeout: Duration,
+    idle_timeout: Duration,
+    max_age: Duration,
+    drain_timeout: Duration,
+}
+
+/// Starts the task for an open WebSocket `ws`. It ends when the socket dies,
+/// idles out, ages out while idle, every handle is dropped, or `shutdown`
+/// turns true (after the turn in progress).
+pub fn spawn_socket<S, E>(
+    ws: S,
+    id: SocketId,
+    tenant: u128,
+    settings: &WsSettings,
+    notify: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+) -> (SocketHandle, JoinHandle<()>)
+where
+    S: Sink<Message, Error = E> + Stream<Item = Result<Message, E>> + Send + Unpin + 'static,
+    E: Display + Send + 'static,
+{
+    let shared = Arc::new(Shared::new(id, tenant, notify));
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let timers = Timers {
+        ping_interval: settings.ping_interval,
+        pong_timeout: settings.pong_timeout,
+        idle_timeout: settings.idle_timeout,
+        max_age: settings.max_age,
+        drain_timeout: settings.drain_timeout,
+    };
+    let task = SocketTask {
+        ws,
+        shared: shared.clone(),
+        cmd: cmd_rx,
+        shutdown,
+        timers,
+        ping_sent: None,
+        last_rx: Instant::now(),
+    };
+    let join = tokio::spawn(task.run());
+    (
+        SocketHandle {
+            shared,
+            cmd: cmd_tx,
+        },
+        join,
+    )
+}
+
+struct SocketTask<S> {
+    ws: S,
+    shared: Arc<Shared>,
+    cmd: mpsc::UnboundedReceiver<Command>,
+    shutdown: watch::Receiver<bool>,
+    timers: Timers,
+    /// When our outstanding ping went out, if any.
+    ping_sent: Option<Instant>,
+    /// Last traffic from the server.
+    last_rx: Instant,
+}
+
+/// How the idle loop ended.
+enum Exit {
+    /// Close politely with 1000.
+    Close(&'static str),
+    /// The socket is already unusable.
+    Dead(UpstreamError),
+}
+
+/// What a turn needs from each frame: its type, the response id, an error code.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    response: Option<PeekResponse<'a>>,
+    #[serde(default, borrow)]
+    error: Option<PeekError<'a>>,
+    #[serde(default, borrow)]
+    code: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct PeekResponse<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct PeekError<'a> {
+    #[serde(default, borrow)]
+    code: Option<Cow<'a, str>>,
+}
+
+/// The verdict on one text frame of a turn.
+enum Kind {
+    Ongoing,
+    /// The turn ended; `Some(id)` only for `response.completed`.
+    End(Option<String>),
+    /// `websocket_connection_limit_reached`: the socket is spent.
+    Spent,
+}
+
+fn classify(text: &str) -> Kind {
+    let Ok(p) = serde_json::from_str::<Peek<'_>>(text) else {
+        return Kind::Ongoing;
+    };
+    match p.kind.as_ref() {
+        "response.completed" => Kind::End(p.response.and_then(|r| r.id).map(Cow::into_owned)),
+        "response.failed" | "response.incomplete" => Kind::End(None),
+        "error" => {
+            let code = p.error.and_then(|e| e.code).or(p.code);
+            if code.as_deref() == Some("websocket_connection_limit_reached") {
+                Kind::Spent
+            } else {
+                Kind::End(None)
+            }
+        }
+        _ => Kind::Ongoing,
+    }
+}
+
+fn close_code(frame: Option<&CloseFrame>) -> Option<u16> {
+    frame.map(|f| u16::from(f.code))
+}
+
+/// Tells the turn's consumer, if still there, why the socket died.
+async fn fail(consumer: Option<&FrameTx>, why: UpstreamError) -> Result<(), UpstreamError> {
+    if let Some(tx) = consumer {
+        let _ = tx.send(Err(why.clone())).await;
+    }
+    Err(why)
+}
+
+/// Sleeps until `at`, or forever when there is no deadline.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<S, E> SocketTask<S>
+where
+    S: Sink<Message, Error = E> + Stream<Item = Result<Message, E>> + Send + Unpin + 'static,
+    E: Display + Send + 'static,
+{
+    async fn run(mut self) {
+        let id = self.shared.id;
+        let tenant = tenant_short(self.shared.tenant);
+        debug!(socket = id, %tenant, "upstream socket open");
+        let exit = loop {
+            match self.idle().await {
+                Ok(Command::Turn { frame, frames }) => {
+                    if let Err(why) = self.turn(frame, frames).await {
+                        break Exit::Dead(why);
+                    }
+                    if *self.shutdown.borrow() {
+                        break Exit::Close("shutdown");
+                    }
+                }
+                Err(exit) => break exit,
+            }
+        };
+        let age_s = self.shared.age().as_secs();
+        match exit {
+            Exit::Close(reason) => {
+                self.shared.die(UpstreamError::Closed {
+                    code: Some(1000),
+                    after_output: false,
+                });
+                let frame = CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "".into(),
+                };
+                let _ = self.ws.send(Message::Close(Some(frame))).await;
+                let _ = self.ws.close().await;
+                debug!(socket = id, %tenant, age_s, reason, "upstream socket closed");
+            }
+            Exit::Dead(why) => {
+                debug!(socket = id, %tenant, age_s, error = %why, "upstream socket dead");
+                self.shared.die(why);
+                let _ = self.ws.close().await;
+            }
+        }
+        // Turns queued behind the fatal one learn why through their channel.
+        self.cmd.close();
+        let why = self.shared.lock().dead.clone();
+        while let Ok(Command::Turn { frames, .. }) = self.cmd.try_recv() {
+            if let Some(why) = why.clone() {
+                let _ = frames.try_send(Err(why));
+            }
+        }
+    }
+
+    /// Between turns: keepalive, idle and age limits, until a command.
+    async fn idle(&mut self) -> Result<Command, Exit> {
+        let idle_since = Instant::now();
+        // Idle and age limits wait while a lease holder is about to send.
+        let mut deferred = false;
+        loop {
+            let t = self.timers;
+            let (ping_at, pong_by) = self.keepalive();
+            let idle_by =
+                (!t.idle_timeout.is_zero() && !deferred).then(|| idle_since + t.idle_timeout);
+            let age_by =
+                (!t.max_age.is_zero() && !deferred).then(|| self.shared.opened_at + t.max_age);
+            tokio::select! {
+                biased;
+                cmd = self.cmd.recv() => return cmd.ok_or(Exit::Close("pool dropped")),
+                msg = self.ws.next() => self.on_idle_message(msg).await?,
+                _ = self.shutdown.changed() => return Err(Exit::Close("shutdown")),
+                _ = until(pong_by) => {
+                    return Err(Exit::Dead(UpstreamError::PingTimeout { after_output: false }));
+                }
+                _ = until(ping_at) => self.ping(false).await.map_err(Exit::Dead)?,
+                _ = until(idle_by) => {
+                    if !self.shared.lock().leased {
+                        return Err(Exit::Close("idle timeout"));
+                    }
+                    deferred = true;
+                }
+                _ = until(age_by) => {
+                    if !self.shared.lock().leased {
+                        return Err(Exit::Close("max age"));
+                    }
+                    deferred = true;
+                }
+            }
+        }
+    }
+
+    /// When to send the next ping, and when the outstanding one expires.
+    fn keepalive(&self) -> (Option<Instant>, Option<Instant>) {
+        let t = self.timers;
+        let ping_at = match self.ping_sent {
+            None if !t.ping_interval.is_zero() => Some(self.last_rx + t.ping_interval),
+            _ => None,
+        };
+        (ping_at, self.ping_sent.map(|at| at + t.pong_timeout))
+    }
+
+    async fn ping(&mut self, delivered: bool) -> Result<(), UpstreamError> {
+        if let Err(e) = self.ws.send(Message::Ping(Vec::new().into())).await {
+            debug!(socket = self.shared.id, error = %e, "upstream ping failed");
+            return Err(UpstreamError::Closed {
+                code: None,
+                after_output: delivered,
+            });
+        }
+        self.ping_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn on_idle_message(&mut self, msg: Option<Result<Message, E>>) -> Result<(), Exit> {
+        match self.on_message(msg, false).await {
+            Ok(Some(text)) => {
+                debug!(
+                    socket = self.shared.id,
+                    len = text.len(),
+                    "unexpected frame while idle"
+                );
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(why) => Err(Exit::Dead(why)),
+        }
+    }
+
+    /// Control traffic handled in place; a text frame returned; the end of
+    /// the socket as an error.
+    async fn on_message(
+        &mut self,
+        msg: Option<Result<Message, E>>,
+        delivered: bool,
+    ) -> Result<Option<String>, UpstreamError> {
+        let closed = |code| UpstreamError::Closed {
+            code,
+            after_output: delivered,
+        };
+        let msg = match msg {
+            None => return Err(closed(None)),
+            Some(Err(e)) => {
+                debug!(socket = self.shared.id, error = %e, "upstream read failed");
+                return Err(closed(None));
+            }
+            Some(Ok(m)) => m,
+        };
+        self.last_rx = Instant::now();
+        self.ping_sent = None;
+        match msg {
+            Message::Text(t) => Ok(Some(t.as_str().to_owned())),
+            Message::Ping(p) => {
+                self.ws
+                    .send(Message::Pong(p))
+                    .await
+                    .map_err(|_| closed(None))?;
+                Ok(None)
+            }
+            Message::Pong(_) | Message::Frame(_) => Ok(None),
+            Message::Binary(_) => Err(UpstreamError::Protocol("binary frame".into())),
+            Message::Close(f) => Err(closed(close_code(f.as_ref()))),
+        }
+    }
+
+    /// One response: send the create, forward frames until the terminal one.
+    /// `Err` means the socket is dead (the consumer was told).
+    async fn turn(&mut self, frame: String, frames: FrameTx) -> Result<(), UpstreamError> {
+        let started = Instant::now();
+        if let Err(e) = self.ws.send(Message::text(frame)).await {
+            debug!(socket = self.shared.id, error = %e, "upstream write failed");
+            let why = UpstreamError::Closed {
+                code: None,
+                after_output: false,
+            };
+            let _ = frames.send(Err(why.clone())).await;
+            return Err(why);
+        }
+        let mut consumer = Some(frames);
+        let mut delivered = false;
+        let mut drain_by: Option<Instant> = None;
+        loop {
+            let gone = async {
+                match &consumer {
+                    Some(tx) => tx.closed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (ping_at, pong_by) = self.keepalive();
+            let msg = tokio::select! {
+                msg = self.ws.next() => msg,
+                _ = until(pong_by) => {
+                    let why = UpstreamError::PingTimeout { after_output: delivered };
+                    return fail(consumer.as_ref(), why).await;
+                }
+                _ = until(ping_at) => {
+                    if let Err(why) = self.ping(delivered).await {
+                        return fail(consumer.as_ref(), why).await;
+                    }
+                    continue;
+                }
+                _ = gone => {
+                    consumer = None;
+                    drain_by = Some(Instant::now() + self.timers.drain_timeout);
+                    debug!(socket = self.shared.id, "consumer gone; draining");
+                    continue;
+                }
+                _ = until(drain_by) => {
+                    return Err(UpstreamError::Protocol("drain deadline passed".into()));
+                }
+            };
+            let text = match self.on_message(msg, delivered).await {
+                Ok(Some(text)) => text,
+                Ok(None) => continue,
+                Err(why) => return fail(consumer.as_ref(), why).await,
+            };
+            let kind = classify(&text);
+            if let Kind::Spent = kind {
+                let why = UpstreamError::ConnectionLimit {
+                    after_output: delivered,
+                };
+                return fail(consumer.as_ref(), why).await;
+            }
+            if let Some(tx) = &consumer {
+                if tx.send(Ok(text)).await.is_ok() {
+                    delivered = true;
+                } else {
+                    consumer = None;
+                    drain_by = Some(Instant::now() + self.timers.drain_timeout);
+                }
+            }
+            if let Kind::End(latest) = kind {
+                debug!(
+                    socket = self.shared.id,
+                    ms = started.elapsed().as_millis() as u64,
+                    drained = consumer.is_none(),
+                    "turn ended"
+                );
+                self.shared.end_turn(latest);
+                return Ok(());
+            }
+        }
+    }
+}
