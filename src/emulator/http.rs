@@ -1,0 +1,157 @@
+//! `POST /v1/responses` over plain HTTP: a JSON Response, or with
+//! `stream:true` the SSE event stream (`event: <type>\ndata: <json>\n\n`,
+//! no `[DONE]`). Only `store:true` responses can be continued here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::{Request, Response, header};
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use super::cost::pause;
+use super::error::ApiError;
+use super::server::{Body, error_response, full, json_response};
+use super::state::{Shared, Transport};
+use super::turn::{self, Action};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 << 20;
+
+/// Handles `POST /v1/responses`.
+pub(crate) async fn create(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return fail(
+                &shared,
+                &ApiError::invalid("Request body too large or unreadable.", None, None),
+            );
+        }
+    };
+    shared.with_stats(|s| {
+        s.requests_http += 1;
+        s.bytes_received += bytes.len() as u64;
+        s.bytes_received_http += bytes.len() as u64;
+    });
+    let body: Map<String, Value> = match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => map,
+        _ => {
+            let e = ApiError::invalid(
+                "We could not parse the JSON body of your request.",
+                None,
+                None,
+            );
+            return fail(&shared, &e);
+        }
+    };
+    let faults = match turn::gather_faults(&shared, Transport::Http, &body) {
+        Ok(f) => f,
+        Err(e) => return fail(&shared, &e),
+    };
+    if faults.rate_limit {
+        return fail(&shared, &ApiError::rate_limited());
+    }
+    let turn = match turn::prepare(&shared, Transport::Http, &body, bytes.len(), None, faults) {
+        Ok(t) => t,
+        Err(e) => return fail(&shared, &e),
+    };
+    let steps = turn.steps(&shared.config.cost);
+    if body.get("stream").and_then(Value::as_bool) != Some(true) {
+        pause(steps.iter().map(|s| s.delay).sum::<Duration>()).await;
+        for step in steps {
+            match step.action {
+                Action::Event(_) => {}
+                Action::Error(e) => return fail(&shared, &e),
+                Action::Malformed => return json_like(200, "{\"id\": \"resp_"),
+                Action::Drop | Action::Close(_) => return aborted(&shared),
+            }
+        }
+        turn.complete(&shared);
+        return json_response(200, &turn.completed);
+    }
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut completed = false;
+        let mut sent = 0u64;
+        for step in steps {
+            pause(step.delay).await;
+            let frame = match step.action {
+                Action::Event(event) => {
+                    completed |= event["type"] == "response.completed";
+                    sent += 1;
+                    Ok(sse(&event))
+                }
+                Action::Malformed => Ok(Bytes::from_static(
+                    b"event: response.output_text.delta\ndata: {\"type\": \n\n",
+                )),
+                Action::Error(e) => {
+                    let mut event = e.sse_event();
+                    event["sequence_number"] = Value::from(sent);
+                    let _ = tx.send(Ok(Frame::data(sse(&event)))).await;
+                    break;
+                }
+                Action::Drop | Action::Close(_) => Err(std::io::Error::other("emulated drop")),
+            };
+            let stop = frame.is_err();
+            if tx.send(frame.map(Frame::data)).await.is_err() || stop {
+                break;
+            }
+        }
+        if completed {
+            turn.complete(&shared);
+        } else {
+            shared.with_stats(|s| s.errors += 1);
+        }
+    });
+    let body = StreamBody::new(stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let mut response = Response::new(body.boxed());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+fn sse(event: &Value) -> Bytes {
+    let kind = event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
+    Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
+}
+
+fn fail(shared: &Shared, error: &ApiError) -> Response<Body> {
+    shared.with_stats(|s| s.errors += 1);
+    error_response(error)
+}
+
+fn aborted(shared: &Shared) -> Response<Body> {
+    shared.with_stats(|s| s.errors += 1);
+    let body = StreamBody::new(stream::once(async {
+        Err(std::io::Error::other("emulated drop"))
+    }));
+    let mut response = Response::new(body.boxed());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn json_like(status: u16, text: &'static str) -> Response<Body> {
+    let mut response = json_response(status, &Value::Null);
+    *response.body_mut() = full(text);
+    response
+}

@@ -1,0 +1,273 @@
+//! One WebSocket connection: frames in, one response at a time (later
+//! creates wait in order), the latest-response cache, the age limit,
+//! pings and per-connection faults.
+//!
+//! Generic over any `Sink + Stream` of messages, so it runs on an upgraded
+//! socket or on anything else that speaks tungstenite messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::super::cost::pause;
+use super::super::error::ApiError;
+use super::super::state::{Held, Shared, Transport};
+use super::super::turn::{self, Action};
+
+/// What the reader hands the worker.
+enum Inbound {
+    /// A text frame and its size.
+    Text(String),
+    /// A binary frame (not part of the protocol).
+    Binary(usize),
+}
+
+/// What the worker does after a frame.
+enum Flow {
+    Continue,
+    /// Close the connection (a close frame may already be sent).
+    Stop,
+    /// Go silent: no reads, no writes, no pongs.
+    Deaf,
+}
+
+struct Connection<W> {
+    shared: Arc<Shared>,
+    sink: W,
+    started: Instant,
+    latest: Option<Arc<Held>>,
+}
+
+/// Runs a connection to its end.
+pub(crate) async fn run<T>(shared: Arc<Shared>, socket: T)
+where
+    T: Sink<Message, Error = WsError> + Stream<Item = Result<Message, WsError>> + Send + 'static,
+{
+    let (sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (deaf_tx, mut deaf_rx) = oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut deaf_rx => std::future::pending::<()>().await,
+                msg = stream.next() => {
+                    let inbound = match msg {
+                        Some(Ok(Message::Text(text))) => Inbound::Text(text.to_string()),
+                        Some(Ok(Message::Binary(bytes))) => Inbound::Binary(bytes.len()),
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                        Some(Ok(_)) => continue,
+                    };
+                    if tx.send(inbound).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut shutdown = shared.shutdown.subscribe();
+    let ping_every = shared.config.ping_interval;
+    let max_age = shared.config.max_connection_age;
+    let mut conn = Connection {
+        shared,
+        sink,
+        started: Instant::now(),
+        latest: None,
+    };
+    let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
+    ping.tick().await;
+    let flow = loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                let _ = conn.close(1001, "emulator shutting down").await;
+                break Flow::Stop;
+            }
+            _ = ping.tick(), if ping_every.is_some() => {
+                if conn.sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break Flow::Stop;
+                }
+            }
+            inbound = rx.recv() => match inbound {
+                None => break Flow::Stop,
+                Some(inbound) => match conn.handle(inbound).await {
+                    Flow::Continue => {}
+                    other => break other,
+                },
+            },
+        }
+    };
+    if let Flow::Deaf = flow {
+        let _ = deaf_tx.send(());
+        let deadline = conn.started + max_age;
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+    reader.abort();
+}
+
+impl<W> Connection<W>
+where
+    W: Sink<Message, Error = WsError> + Unpin,
+{
+    async fn send_json(&mut self, value: &Value) -> Result<(), WsError> {
+        self.sink.send(Message::text(value.to_string())).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) -> Result<(), WsError> {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_owned().into(),
+        };
+        self.sink.send(Message::Close(Some(frame))).await
+    }
+
+    /// Sends an error frame and counts it.
+    async fn error(&mut self, error: &ApiError) -> Flow {
+        self.shared.with_stats(|s| s.errors += 1);
+        match self.send_json(&error.ws_frame()).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop,
+        }
+    }
+
+    /// A failed continuation evicts the parent it referenced.
+    fn evict_parent(&mut self, parent: Option<&str>) {
+        if parent.is_some() && self.latest.as_ref().map(|l| l.id.as_str()) == parent {
+            self.latest = None;
+        }
+    }
+
+    async fn handle(&mut self, inbound: Inbound) -> Flow {
+        let text = match inbound {
+            Inbound::Text(text) => text,
+            Inbound::Binary(len) => {
+                self.count(len);
+                return self
+                    .error(&ApiError::invalid(
+                        "Binary frames are not supported.",
+                        None,
+                        None,
+                    ))
+                    .await;
+            }
+        };
+        self.count(text.len());
+        let mut body: Map<String, Value> = match serde_json::from_str(&text) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return self
+                    .error(&ApiError::invalid("Invalid JSON in frame.", None, None))
+                    .await;
+            }
+        };
+        if body.remove("type").as_ref().and_then(Value::as_str) != Some("response.create") {
+            let e = ApiError::invalid(
+                "Unsupported frame type; expected response.create.",
+                Some("type"),
+                None,
+            );
+            return self.error(&e).await;
+        }
+        if self.started.elapsed() >= self.shared.config.max_connection_age {
+            let e = ApiError::invalid(
+                "Responses websocket connection limit reached (60 minutes). Create a new websocket connection to continue.",
+                None,
+                Some("websocket_connection_limit_reached"),
+            );
+            let _ = self.error(&e).await;
+            let _ = self.close(1000, "connection limit reached").await;
+            return Flow::Stop;
+        }
+        let parent = body
+            .get("previous_response_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let faults = match turn::gather_faults(&self.shared, Transport::Ws, &body) {
+            Ok(f) => f,
+            Err(e) => return self.error(&e).await,
+        };
+        if faults.no_pong {
+            return Flow::Deaf;
+        }
+        if faults.evict {
+            self.latest = None;
+        }
+        if faults.rate_limit {
+            self.evict_parent(parent.as_deref());
+            return self.error(&ApiError::rate_limited()).await;
+        }
+        let turn = match turn::prepare(
+            &self.shared,
+            Transport::Ws,
+            &body,
+            text.len(),
+            self.latest.as_ref(),
+            faults,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                self.evict_parent(parent.as_deref());
+                return self.error(&e).await;
+            }
+        };
+        let mut completed = false;
+        let mut flow = Flow::Continue;
+        for step in turn.steps(&self.shared.config.cost) {
+            pause(step.delay).await;
+            let sent = match step.action {
+                Action::Event(event) => {
+                    completed |= event["type"] == "response.completed";
+                    self.send_json(&event).await
+                }
+                Action::Malformed => {
+                    self.sink
+                        .send(Message::text("{\"type\": \"response.output_text.delta\", "))
+                        .await
+                }
+                Action::Error(e) => {
+                    self.shared.with_stats(|s| s.errors += 1);
+                    let _ = self.send_json(&e.ws_frame()).await;
+                    break;
+                }
+                Action::Drop => {
+                    flow = Flow::Stop;
+                    break;
+                }
+                Action::Close(code) => {
+                    let _ = self.close(code, "emulated close").await;
+                    flow = Flow::Stop;
+                    break;
+                }
+            };
+            if sent.is_err() {
+                flow = Flow::Stop;
+                break;
+            }
+        }
+        if completed {
+            self.latest = Some(turn.complete(&self.shared));
+        } else {
+            if matches!(flow, Flow::Stop) {
+                self.shared.with_stats(|s| s.errors += 1);
+            }
+            self.evict_parent(turn.parent_id.as_deref());
+        }
+        flow
+    }
+
+    fn count(&self, len: usize) {
+        self.shared.with_stats(|s| {
+            s.requests_ws += 1;
+            s.bytes_received += len as u64;
+            s.bytes_received_ws += len as u64;
+        });
+    }
+}
