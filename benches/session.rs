@@ -181,11 +181,11 @@ fn store_ops(c: &mut Criterion) {
     // base chain as a new session (untimed) so the loop can repeat.
     let slots = &sample[..256];
     let base: Vec<Fingerprint> = slots.iter().map(|&i| fp_of(&conversation(i, 0))).collect();
-    let chains: Vec<Vec<Fingerprint>> = slots
-        .iter()
-        .map(|&i| {
-            (1..=STEPS)
-                .map(|s| fp_of(&conversation(i, 2 * s)))
+    let steps: Vec<Vec<Fingerprint>> = (1..=STEPS)
+        .map(|s| {
+            slots
+                .iter()
+                .map(|&i| fp_of(&conversation(i, 2 * s)))
                 .collect()
         })
         .collect();
