@@ -300,6 +300,21 @@ proptest! {
     }
 
     #[test]
+    fn raw_and_value_paths_agree(
+        items in proptest::collection::vec(item(), 0..8),
+        styles in proptest::collection::vec(any::<u64>(), 8),
+    ) {
+        let raw = fp_of(&SEED, &items, &styles);
+        let values: Vec<serde_json::Value> = items
+            .iter()
+            .zip(styles.iter().cycle())
+            .map(|(it, &s)| serde_json::from_str(&render(it, s)).unwrap_or_default())
+            .collect();
+        let via_values = tether::session::fingerprint_values(&SEED, &values);
+        prop_assert_eq!(Ok(raw), via_values);
+    }
+
+    #[test]
     fn tenants_models_and_store_flags_never_match(
         history in proptest::collection::vec(item(), 1..8),
         new in proptest::collection::vec(item(), 1..3),
