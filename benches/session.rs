@@ -89,6 +89,11 @@ fn fingerprinting(c: &mut Criterion) {
                 fingerprint(&SEED, &items).ok().map(|f| f.tip())
             })
         });
+        g.bench_function("parse_struct_raw_only", |b| {
+            b.iter(|| {
+                serde_json::from_slice::<InputOnly<'_>>(black_box(&bytes)).map(|b| b.input.len())
+            })
+        });
         g.bench_function("parse_struct_raw_then_fingerprint", |b| {
             b.iter(|| {
                 let body: InputOnly<'_> = serde_json::from_slice(black_box(&bytes)).ok()?;
