@@ -344,3 +344,33 @@ fn memory_is_reported_and_bounded_per_session() {
     assert!(per < 9_000, "{per}");
     assert!(st.approx_memory_bytes() >= per);
 }
+
+#[test]
+fn moving_a_session_to_another_socket_keeps_the_new_owner_of_the_old_one() {
+    let (mut st, mut sk, t0) = (store(), Sockets::default(), Instant::now());
+    let h1 = [user("u1"), answer("a1")];
+    let a = st.commit(None, &fp(&h1), "resp_1", 1, t0);
+    // The continuation of `a` ran on socket 2 (e.g. after a reconnect).
+    let h2 = [user("u1"), answer("a1"), user("u2"), answer("a2")];
+    assert_eq!(st.commit(Some(a), &fp(&h2), "resp_2", 2, t0), a);
+    // A new conversation lands on socket 1, then `a` moves again: socket 1 keeps its owner.
+    let b = st.commit(None, &fp(&[user("b"), answer("b")]), "resp_b", 1, t0);
+    let h3 = [h2.to_vec(), vec![user("u3"), answer("a3")]].concat();
+    st.commit(Some(a), &fp(&h3), "resp_3", 3, t0);
+    sk.idle(1, "resp_b");
+    sk.idle(3, "resp_3");
+    let next_b = [user("b"), answer("b"), user("more")];
+    assert!(
+        matches!(st.plan(&fp(&next_b), t0, &sk), Plan::Continue { session, .. } if session == b)
+    );
+    let next_a = [h3, vec![user("u4")]].concat();
+    assert!(
+        matches!(st.plan(&fp(&next_a), t0, &sk), Plan::Continue { session, socket: 3, .. } if session == a)
+    );
+}
+
+#[test]
+fn the_store_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<SessionStore>();
+}

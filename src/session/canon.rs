@@ -84,6 +84,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
             let v = map.next_value::<Node<'de>>()?;
             out.push((k, v));
         }
+        // Sorted once here (stable, so duplicate keys keep their order), which
+        // lets hashing walk objects without collecting their fields again.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Node::Obj(out))
     }
 }
@@ -252,14 +255,7 @@ pub(crate) fn hash_node(h: &mut Xxh3Default, node: &Node<'_>) {
                 hash_node(h, v);
             }
         }
-        Node::Obj(o) => {
-            let mut fields: Vec<(&str, Field<'_, '_>)> = o
-                .iter()
-                .filter(|(k, v)| !dropped_anywhere(k, v))
-                .map(|(k, v)| (k.as_ref(), Field::Plain(v)))
-                .collect();
-            hash_fields(h, &mut fields);
-        }
+        Node::Obj(o) => hash_sorted_obj(h, o, false),
     }
 }
 
@@ -285,18 +281,30 @@ fn hash_content(h: &mut Xxh3Default, node: &Node<'_>, assistant: bool) {
 }
 
 fn hash_assistant_part(h: &mut Xxh3Default, part: &Node<'_>) {
-    let Node::Obj(o) = part else {
-        return hash_node(h, part);
-    };
-    let mut fields: Vec<(&str, Field<'_, '_>)> = o
-        .iter()
-        .filter(|(k, v)| !dropped_anywhere(k, v))
-        .map(|(k, v)| match (k.as_ref(), v) {
-            ("type", Node::Str(t)) if t == "output_text" => ("type", Field::Const("input_text")),
-            (k, v) => (k, Field::Plain(v)),
-        })
-        .collect();
-    hash_fields(h, &mut fields);
+    match part {
+        Node::Obj(o) => hash_sorted_obj(h, o, true),
+        other => hash_node(h, other),
+    }
+}
+
+/// Hashes an object whose fields are already sorted by key (as parsed);
+/// `output_text_as_input` maps `type:"output_text"` to `"input_text"`.
+fn hash_sorted_obj(
+    h: &mut Xxh3Default,
+    o: &[(Cow<'_, str>, Node<'_>)],
+    output_text_as_input: bool,
+) {
+    let kept = o.iter().filter(|(k, v)| !dropped_anywhere(k, v)).count();
+    put_len(h, TAG_OBJ, kept);
+    for (k, v) in o.iter().filter(|(k, v)| !dropped_anywhere(k, v)) {
+        put_str(h, k);
+        match v {
+            Node::Str(t) if output_text_as_input && k == "type" && t == "output_text" => {
+                put_str(h, "input_text")
+            }
+            v => hash_node(h, v),
+        }
+    }
 }
 
 fn str_field<'n>(o: &'n [(Cow<'_, str>, Node<'_>)], key: &str) -> Option<&'n str> {

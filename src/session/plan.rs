@@ -125,7 +125,9 @@ impl fmt::Display for FreshReason {
     }
 }
 
-/// What the socket owner says about a socket at planning time.
+/// What the socket owner says about a socket at planning time. A socket whose
+/// response has finished but is not yet committed must still be `Busy`:
+/// `Idle` with another latest id retires the session that socket held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketStatus<'a> {
     /// Closed or unknown.

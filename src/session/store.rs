@@ -267,7 +267,7 @@ impl SessionStore {
                 self.tips.remove(&old_tip);
                 self.tombs.insert(old_tip, FreshReason::ParentNotLatest);
             }
-            if old_socket != socket {
+            if old_socket != socket && self.by_socket.get(&old_socket) == Some(&id) {
                 self.by_socket.remove(&old_socket);
             }
             self.tips.insert(tip, id);
