@@ -10,15 +10,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tether::session::{
-    ChainSeed, Fingerprint, Plan, SessionLimits, SessionStore, SocketId, SocketStates,
-    SocketStatus, TenantId, fingerprint, fingerprint_values,
+    ChainSeed, Fingerprint, Plan, SessionLimits, SessionStore, SocketId, SocketStates, SocketStatus,
+    TenantId, fingerprint, fingerprint_values,
 };
 
-const SEED: ChainSeed<'static> = ChainSeed {
-    tenant: TenantId(42),
-    model: "gpt-5",
-    store: false,
-};
+const SEED: ChainSeed<'static> = ChainSeed { tenant: TenantId(42), model: "gpt-5", store: false };
 
 fn text(n: usize, salt: usize) -> String {
     let line = format!("line {salt}: \"quoted\" path/to/file.rs\tvalue é {salt}\n");
@@ -36,19 +32,13 @@ fn body(target: usize) -> Vec<u8> {
     let mut i = 0;
     while size < target {
         i += 1;
-        input.push(
-            json!({"type": "reasoning", "id": format!("rs_{i:040}"), "summary": [],
-            "content": null, "encrypted_content": "gAAAA".repeat(200)}),
-        );
-        input.push(
-            json!({"type": "function_call", "id": format!("fc_{i:040}"), "status": "completed",
+        input.push(json!({"type": "reasoning", "id": format!("rs_{i:040}"), "summary": [],
+            "content": null, "encrypted_content": "gAAAA".repeat(200)}));
+        input.push(json!({"type": "function_call", "id": format!("fc_{i:040}"), "status": "completed",
             "call_id": format!("call_{i:024}"), "name": "exec_command",
-            "arguments": format!("{{\"cmd\":\"rg -n foo src/{i}.rs\",\"workdir\":\"/repo\"}}")}),
-        );
-        input.push(
-            json!({"type": "function_call_output", "id": format!("fco_{i:036}"),
-            "call_id": format!("call_{i:024}"), "output": text(2_000, i)}),
-        );
+            "arguments": format!("{{\"cmd\":\"rg -n foo src/{i}.rs\",\"workdir\":\"/repo\"}}")}));
+        input.push(json!({"type": "function_call_output", "id": format!("fco_{i:036}"),
+            "call_id": format!("call_{i:024}"), "output": text(2_000, i)}));
         if i % 5 == 0 {
             input.push(json!({"type": "message", "id": format!("msg_{i:040}"), "status": "completed",
                 "role": "assistant", "content": [{"type": "output_text", "annotations": [], "logprobs": [],
@@ -57,8 +47,10 @@ fn body(target: usize) -> Vec<u8> {
         size += 4_300;
     }
     let tools: Vec<Value> = (0..9)
-        .map(|t| json!({"type": "function", "name": format!("tool_{t}"), "description": text(1_500, t),
-            "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}, "strict": false}))
+        .map(|t| {
+            json!({"type": "function", "name": format!("tool_{t}"), "description": text(1_500, t),
+            "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}, "strict": false})
+        })
         .collect();
     let b = json!({"model": "gpt-5", "input": input, "tools": tools, "tool_choice": "auto",
         "parallel_tool_calls": true, "store": false, "stream": true,
@@ -83,16 +75,13 @@ fn fingerprinting(c: &mut Criterion) {
         });
         g.bench_function("parse_map_raw_then_fingerprint", |b| {
             b.iter(|| {
-                let map: HashMap<&str, &RawValue> =
-                    serde_json::from_slice(black_box(&bytes)).ok()?;
+                let map: HashMap<&str, &RawValue> = serde_json::from_slice(black_box(&bytes)).ok()?;
                 let items: Vec<&RawValue> = serde_json::from_str(map.get("input")?.get()).ok()?;
                 fingerprint(&SEED, &items).ok().map(|f| f.tip())
             })
         });
         g.bench_function("parse_struct_raw_only", |b| {
-            b.iter(|| {
-                serde_json::from_slice::<InputOnly<'_>>(black_box(&bytes)).map(|b| b.input.len())
-            })
+            b.iter(|| serde_json::from_slice::<InputOnly<'_>>(black_box(&bytes)).map(|b| b.input.len()))
         });
         g.bench_function("parse_struct_raw_then_fingerprint", |b| {
             b.iter(|| {
@@ -118,9 +107,7 @@ struct AllIdle(Vec<String>);
 impl SocketStates for AllIdle {
     fn status(&self, socket: SocketId) -> SocketStatus<'_> {
         let latest = self.0.get(socket as usize).map(String::as_str);
-        SocketStatus::Idle {
-            latest_response_id: latest,
-        }
+        SocketStatus::Idle { latest_response_id: latest }
     }
 }
 
@@ -139,10 +126,7 @@ fn conversation(i: usize, extra: usize) -> Vec<Value> {
 }
 
 fn store_ops(c: &mut Criterion) {
-    let limits = SessionLimits {
-        max: LIVE * 2,
-        ttl: Duration::from_secs(3600),
-    };
+    let limits = SessionLimits { max: LIVE * 2, ttl: Duration::from_secs(3600) };
     let mut store = SessionStore::new(limits);
     let now = Instant::now();
     let mut responses = Vec::with_capacity(LIVE);
@@ -170,10 +154,7 @@ fn store_ops(c: &mut Criterion) {
     g.bench_function("plan_continue", |b| {
         b.iter(|| {
             j = (j + 1) % requests.len();
-            matches!(
-                store.plan(&requests[j], now, &sockets),
-                Plan::Continue { .. }
-            )
+            matches!(store.plan(&requests[j], now, &sockets), Plan::Continue { .. })
         })
     });
     g.bench_function("plan_miss_diagnosed", |b| {
@@ -186,14 +167,8 @@ fn store_ops(c: &mut Criterion) {
     // base chain as a new session (untimed) so the loop can repeat.
     let slots = &sample[..256];
     let base: Vec<Fingerprint> = slots.iter().map(|&i| fp_of(&conversation(i, 0))).collect();
-    let steps: Vec<Vec<Fingerprint>> = (1..=STEPS)
-        .map(|s| {
-            slots
-                .iter()
-                .map(|&i| fp_of(&conversation(i, 2 * s)))
-                .collect()
-        })
-        .collect();
+    let steps: Vec<Vec<Fingerprint>> =
+        (1..=STEPS).map(|s| slots.iter().map(|&i| fp_of(&conversation(i, 2 * s))).collect()).collect();
     let mut ids = vec![0; slots.len()];
     g.bench_function("commit_advance", |b| {
         b.iter_custom(|iters| {
@@ -209,13 +184,7 @@ fn store_ops(c: &mut Criterion) {
                         if done == iters {
                             break 'run;
                         }
-                        black_box(store.commit(
-                            Some(ids[slot]),
-                            fp,
-                            "resp_next",
-                            i as SocketId,
-                            now,
-                        ));
+                        black_box(store.commit(Some(ids[slot]), fp, "resp_next", i as SocketId, now));
                         done += 1;
                     }
                 }
@@ -233,11 +202,7 @@ fn store_ops(c: &mut Criterion) {
         })
     });
     g.finish();
-    println!(
-        "store: {} sessions, ~{} bytes",
-        store.len(),
-        store.approx_memory_bytes()
-    );
+    println!("store: {} sessions, ~{} bytes", store.len(), store.approx_memory_bytes());
 }
 
 criterion_group!(benches, fingerprinting, store_ops);

@@ -109,8 +109,8 @@ pub enum AgentError {
 /// Deterministic filler text of about `len` bytes.
 pub fn filler(seed: &str, len: usize) -> String {
     const WORDS: [&str; 16] = [
-        "alpha", "binary", "cursor", "delta", "engine", "format", "gamma", "handle", "index", "join", "kernel",
-        "lambda", "module", "node", "offset", "parser",
+        "alpha", "binary", "cursor", "delta", "engine", "format", "gamma", "handle", "index", "join",
+        "kernel", "lambda", "module", "node", "offset", "parser",
     ];
     let mut h = xxhash_rust::xxh3::xxh3_64(seed.as_bytes());
     let mut out = String::with_capacity(len + 8);
@@ -157,7 +157,8 @@ pub async fn run_with(
     spec: &LoopSpec,
     on_turn: &mut (dyn FnMut(&TurnReport) + Send),
 ) -> Result<LoopReport, AgentError> {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let mut history = vec![
         json!({"type": "message", "role": "developer", "content": [{"type": "input_text",
                "text": filler(&format!("{}-system", spec.tag), spec.system_prompt_bytes)}]}),
@@ -173,7 +174,8 @@ pub async fn run_with(
         let new_input_bytes: usize = history[new_from..].iter().map(|i| i.to_string().len() + 1).sum();
         let bytes = serde_json::to_vec(&body).map_err(|e| AgentError::Protocol(e.to_string()))?;
         let started = Instant::now();
-        let (status, route, response) = call(&client, base_url, &spec.api_key, bytes.clone(), spec.stream).await?;
+        let (status, route, response) =
+            call(&client, base_url, &spec.api_key, bytes.clone(), spec.stream).await?;
         let usage = &response["usage"];
         report.turns.push(TurnReport {
             response_id: response["id"].as_str().unwrap_or_default().to_string(),
@@ -231,7 +233,8 @@ async fn call(
     let resp = client.request(req).await.map_err(|e| AgentError::Transport(e.to_string()))?;
     let status = resp.status().as_u16();
     let route = resp.headers().get("x-tether-route").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let bytes = resp.into_body().collect().await.map_err(|e| AgentError::Transport(e.to_string()))?.to_bytes();
+    let bytes =
+        resp.into_body().collect().await.map_err(|e| AgentError::Transport(e.to_string()))?.to_bytes();
     if status != 200 {
         return Err(AgentError::Status { status, body: String::from_utf8_lossy(&bytes).into_owned() });
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::agent::{self, LoopReport, LoopSpec, TurnReport};
 use crate::config::Config;
-use crate::emulator::{self, CostModel, EmulatorConfig, EmulatorHandle};
+use crate::emulator::{self, EmulatorConfig, EmulatorHandle};
 
 /// Options of the demo.
 #[derive(Debug, Clone)]
@@ -101,7 +101,7 @@ pub fn oracle_mismatches(emu: &EmulatorHandle, report: &LoopReport) -> usize {
         .iter()
         .filter(|t| {
             let found = contexts.iter().find(|c| c.response_id == t.response_id);
-            !found.is_some_and(|c| emulator::oracle::same_context(&t.input, &c.context).is_ok())
+            found.is_none_or(|c| emulator::oracle::same_context(&t.input, &c.context).is_err())
         })
         .count()
 }
@@ -153,10 +153,25 @@ fn print_summary(out: &mut (dyn Write + Send), direct: &Side, through: &Side) ->
         pct(through.total_upstream_bytes, direct.total_upstream_bytes)
     )?;
     writeln!(out, "  cached input tokens, turns 2+ {:>11.1}%   {:>11.1}%", cached(direct), cached(through))?;
-    writeln!(out, "  modeled time                  {:>10.0}ms   {:>10.0}ms   ({:.0}% faster)", d_ms, t_ms, 100.0 * (1.0 - t_ms / d_ms.max(1e-9)))?;
-    writeln!(out, "  turns continued as deltas     {:>12}   {:>12}", "-", format!("{continued}/{}", through.report.turns.len()))?;
+    writeln!(
+        out,
+        "  modeled time                  {:>10.0}ms   {:>10.0}ms   ({:.0}% faster)",
+        d_ms,
+        t_ms,
+        100.0 * (1.0 - t_ms / d_ms.max(1e-9))
+    )?;
+    writeln!(
+        out,
+        "  turns continued as deltas     {:>12}   {:>12}",
+        "-",
+        format!("{continued}/{}", through.report.turns.len())
+    )?;
     writeln!(out, "  oracle: contexts that differ  {:>12}   {:>12}", direct.mismatches, through.mismatches)?;
-    writeln!(out, "  final answers equal           {:>12}", direct.report.final_text == through.report.final_text)?;
+    writeln!(
+        out,
+        "  final answers equal           {:>12}",
+        direct.report.final_text == through.report.final_text
+    )?;
     writeln!(
         out,
         "\nTimes are the emulator's cost model (handshake, per-request latency, upload, prefill of uncached\n\

@@ -24,7 +24,9 @@ fn main() -> ExitCode {
             let opts = tether::demo::DemoOptions { tool_calls, profile };
             report(runtime().block_on(async move { tether::demo::run(&opts, &mut std::io::stdout()).await }))
         }
-        Command::Tail { url } => report(runtime().block_on(async move { tether::tail::run(&url, &mut std::io::stdout()).await })),
+        Command::Tail { url } => {
+            report(runtime().block_on(async move { tether::tail::run(&url, &mut std::io::stdout()).await }))
+        }
         Command::Emulate { profile } => {
             tether::telemetry::init(&config::Config::default().log);
             let global = cli.global.clone();
@@ -47,16 +49,20 @@ async fn run_emulator(global: &tether::cli::GlobalArgs, profile: &str) -> anyhow
     use tether::emulator::{self, EmulatorConfig};
     let mut config = match &global.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
             EmulatorConfig::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
         None => EmulatorConfig::default(),
     };
     if global.config.is_none() || profile != "zero" {
-        config.cost = emulator::profile(profile).ok_or_else(|| anyhow::anyhow!("unknown profile {profile:?} (zero, illustrative)"))?;
+        config.cost = emulator::profile(profile)
+            .ok_or_else(|| anyhow::anyhow!("unknown profile {profile:?} (zero, illustrative)"))?;
     }
     config.listen = match &global.listen {
-        Some(addr) => addr.parse().map_err(|_| anyhow::anyhow!("--listen: expected IP:PORT, got {addr:?}"))?,
+        Some(addr) => {
+            addr.parse().map_err(|_| anyhow::anyhow!("--listen: expected IP:PORT, got {addr:?}"))?
+        }
         None => ([127, 0, 0, 1], 0).into(),
     };
     let (addr, handle) = emulator::spawn(config).await?;

@@ -96,16 +96,28 @@ impl Default for Metrics {
         registry.register(REQUESTS, "Turns by plan and fresh reason", m.requests.clone());
         registry.register(CLIENT_BYTES, "Body bytes received from clients", m.client_bytes.clone());
         registry.register(UPSTREAM_BYTES, "Bytes sent upstream", m.upstream_bytes.clone());
-        registry.register(BYTES_SAVED, "Bytes not sent upstream thanks to continuations", m.bytes_saved.clone());
+        registry.register(
+            BYTES_SAVED,
+            "Bytes not sent upstream thanks to continuations",
+            m.bytes_saved.clone(),
+        );
         registry.register(RECOVERIES, "Recoveries taken by kind", m.recoveries.clone());
         registry.register(FALLBACKS, "Turns served over plain HTTP by reason", m.fallbacks.clone());
         registry.register(OUTCOMES, "Turns by terminal outcome", m.outcomes.clone());
         registry.register(SOCKETS_OPEN, "Upstream WebSocket connections open", m.sockets_open.clone());
-        registry.register(SOCKETS_OPENED, "Upstream WebSocket connections opened since start", m.sockets_opened.clone());
+        registry.register(
+            SOCKETS_OPENED,
+            "Upstream WebSocket connections opened since start",
+            m.sockets_opened.clone(),
+        );
         registry.register(SESSIONS_LIVE, "Live sessions", m.sessions_live.clone());
         registry.register(PREPARE_SECONDS, "tether's own time: body in to frame sent", m.prepare.clone());
         registry.register(UPSTREAM_TTFE_SECONDS, "Upstream time to first event", m.ttfe.clone());
-        registry.register(EVENTS_DROPPED, "Decision records dropped by slow readers", m.events_dropped.clone());
+        registry.register(
+            EVENTS_DROPPED,
+            "Decision records dropped by slow readers",
+            m.events_dropped.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -114,7 +126,9 @@ impl Metrics {
     /// Counts one finished turn.
     pub fn observe(&self, r: &TurnRecord) {
         let reason = r.reason.unwrap_or("").to_string();
-        self.requests.get_or_create(&vec![("plan", r.route.label().to_string()), ("reason", reason.clone())]).inc();
+        self.requests
+            .get_or_create(&vec![("plan", r.route.label().to_string()), ("reason", reason.clone())])
+            .inc();
         self.outcomes.get_or_create(&vec![("outcome", r.outcome.to_string())]).inc();
         self.client_bytes.inc_by(r.bytes_in as u64);
         self.upstream_bytes.inc_by(r.bytes_up as u64);

@@ -95,7 +95,8 @@ pub fn format_record(r: &Value, color: bool) -> String {
 /// Follows `{url}/debug/events` until the stream ends.
 pub async fn run(url: &str, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let color = std::io::stdout().is_terminal();
-    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let uri = format!("{}/debug/events", url.trim_end_matches('/'));
     let resp = client
         .get(uri.parse()?)

@@ -50,16 +50,8 @@ async fn drop_after_n_events() -> Result<()> {
     let b = with_fault(json!([user("a")]), "drop_after=2");
     let mut sse = b.clone();
     sse["stream"] = json!(true);
-    assert!(
-        request(addr, "POST", "/v1/responses", Some(KEY), Some(&sse))
-            .await
-            .is_err()
-    );
-    assert!(
-        request(addr, "POST", "/v1/responses", Some(KEY), Some(&b))
-            .await
-            .is_err()
-    );
+    assert!(request(addr, "POST", "/v1/responses", Some(KEY), Some(&sse)).await.is_err());
+    assert!(request(addr, "POST", "/v1/responses", Some(KEY), Some(&b)).await.is_err());
     assert_eq!(handle.stats().faults_applied, 3);
     Ok(())
 }
@@ -72,47 +64,26 @@ async fn error_at_event_n() -> Result<()> {
     let mut b = with_fault(json!([user("b")]), "error_at=2:500:server_error");
     b["previous_response_id"] = r1["id"].clone();
     let events = ws_turn(&mut ws, &b).await?;
-    assert_eq!(
-        types(&events),
-        ["response.created", "response.in_progress", "error"]
-    );
+    assert_eq!(types(&events), ["response.created", "response.in_progress", "error"]);
     assert_eq!(events[2]["status"], 500);
     assert_eq!(events[2]["error"]["code"], "server_error");
     assert_eq!(events[2]["error"]["type"], "server_error");
     // The failed continuation evicted its parent.
     let mut again = body(json!([user("b")]));
     again["previous_response_id"] = r1["id"].clone();
-    assert_eq!(
-        last(&ws_turn(&mut ws, &again).await?)["error"]["code"],
-        "previous_response_not_found"
-    );
+    assert_eq!(last(&ws_turn(&mut ws, &again).await?)["error"]["code"], "previous_response_not_found");
     // HTTP SSE: a flat error event in place of event 1; JSON: the status.
-    handle.inject(Fault::http(FaultKind::ErrorAt {
-        event: 1,
-        status: 503,
-        code: "overloaded".into(),
-    }));
+    handle.inject(Fault::http(FaultKind::ErrorAt { event: 1, status: 503, code: "overloaded".into() }));
     let (status, text) = post_sse(addr, &body(json!([user("c")]))).await?;
     assert_eq!(status, 200);
     let sse = parse_sse(&text)?;
     assert_eq!(sse.len(), 2);
     assert_eq!(
-        (
-            sse[1].0.as_str(),
-            &sse[1].1["code"],
-            &sse[1].1["sequence_number"]
-        ),
+        (sse[1].0.as_str(), &sse[1].1["code"], &sse[1].1["sequence_number"]),
         ("error", &json!("overloaded"), &json!(1))
     );
-    let (status, err) = post(
-        addr,
-        &with_fault(json!([user("d")]), "error_at=0:500:server_error"),
-    )
-    .await?;
-    assert_eq!(
-        (status, &err["error"]["code"]),
-        (500, &json!("server_error"))
-    );
+    let (status, err) = post(addr, &with_fault(json!([user("d")]), "error_at=0:500:server_error")).await?;
+    assert_eq!((status, &err["error"]["code"]), (500, &json!("server_error")));
     Ok(())
 }
 
@@ -121,17 +92,11 @@ async fn rate_limit_429() -> Result<()> {
     let (addr, handle) = start_default().await?;
     handle.inject(Fault::any(FaultKind::RateLimit));
     let (status, err) = post(addr, &body(json!("a"))).await?;
-    assert_eq!(
-        (status, &err["error"]["code"]),
-        (429, &json!("rate_limit_exceeded"))
-    );
+    assert_eq!((status, &err["error"]["code"]), (429, &json!("rate_limit_exceeded")));
     assert_eq!(post(addr, &body(json!("a"))).await?.0, 200, "applies once");
     let mut ws = connect(addr).await?;
     let err = ws_turn(&mut ws, &with_fault(json!("a"), "rate_limit")).await?;
-    assert_eq!(
-        (&err[0]["status"], &err[0]["error"]["code"]),
-        (&json!(429), &json!("rate_limit_exceeded"))
-    );
+    assert_eq!((&err[0]["status"], &err[0]["error"]["code"]), (&json!(429), &json!("rate_limit_exceeded")));
     assert_eq!(err[0]["error"]["type"], "rate_limit_error");
     Ok(())
 }
@@ -144,10 +109,7 @@ async fn evict_forgets_the_latest() -> Result<()> {
     handle.inject(Fault::ws(FaultKind::Evict));
     let mut b = body(json!([user("b")]));
     b["previous_response_id"] = r1["id"].clone();
-    assert_eq!(
-        last(&ws_turn(&mut ws, &b).await?)["error"]["code"],
-        "previous_response_not_found"
-    );
+    assert_eq!(last(&ws_turn(&mut ws, &b).await?)["error"]["code"], "previous_response_not_found");
     Ok(())
 }
 
@@ -176,22 +138,14 @@ async fn malformed_frame() -> Result<()> {
     let mut ws = connect(addr).await?;
     send_create(&mut ws, &with_fault(json!("a"), "malformed_at=2")).await?;
     let mut frames = Vec::new();
-    while !frames
-        .last()
-        .is_some_and(|f: &String| f.contains("response.completed"))
-    {
+    while !frames.last().is_some_and(|f: &String| f.contains("response.completed")) {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => frames.push(t.to_string()),
             other => anyhow::bail!("unexpected {other:?}"),
         }
     }
     assert!(serde_json::from_str::<Value>(&frames[2]).is_err());
-    assert!(
-        frames
-            .iter()
-            .enumerate()
-            .all(|(i, f)| i == 2 || serde_json::from_str::<Value>(f).is_ok())
-    );
+    assert!(frames.iter().enumerate().all(|(i, f)| i == 2 || serde_json::from_str::<Value>(f).is_ok()));
     Ok(())
 }
 

@@ -11,7 +11,8 @@ use support::*;
 #[tokio::test]
 async fn json_reply_is_a_full_response() -> Result<()> {
     let (addr, handle) = start_default().await?;
-    let body = json!({"model": "gpt-5", "input": "hello", "metadata": {"emulator_script": "tools=0,answer=40"}});
+    let body =
+        json!({"model": "gpt-5", "input": "hello", "metadata": {"emulator_script": "tools=0,answer=40"}});
     let (status, r) = post(addr, &body).await?;
     assert_eq!(status, 200);
     assert_eq!(r["object"], "response");
@@ -20,15 +21,8 @@ async fn json_reply_is_a_full_response() -> Result<()> {
     let out = output_of(&r);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0]["type"], "message");
-    assert!(
-        out[0]["id"]
-            .as_str()
-            .is_some_and(|id| id.starts_with("msg_"))
-    );
-    assert_eq!(
-        out[0]["content"][0]["text"].as_str().map(str::len),
-        Some(40)
-    );
+    assert!(out[0]["id"].as_str().is_some_and(|id| id.starts_with("msg_")));
+    assert_eq!(out[0]["content"][0]["text"].as_str().map(str::len), Some(40));
     assert_eq!(r["usage"]["output_tokens"], 10);
     assert_eq!(r["usage"]["input_tokens_details"]["cached_tokens"], 0);
     assert_eq!(r["model"], "gpt-5");
@@ -71,10 +65,7 @@ async fn sse_text_turn_has_the_exact_sequence() -> Result<()> {
     assert_eq!(completed["status"], "completed");
     assert_eq!(output_of(completed).len(), 1);
     assert!(completed["usage"]["total_tokens"].as_u64().is_some());
-    let text: String = events
-        .iter()
-        .filter_map(|(_, d)| d["delta"].as_str())
-        .collect();
+    let text: String = events.iter().filter_map(|(_, d)| d["delta"].as_str()).collect();
     assert_eq!(json!(text), completed["output"][0]["content"][0]["text"]);
     Ok(())
 }
@@ -100,10 +91,7 @@ async fn sse_tool_call_uses_argument_deltas() -> Result<()> {
     expected.extend(one_call);
     expected.push("response.completed");
     assert_eq!(names, expected);
-    let completed = &events
-        .last()
-        .map(|(_, d)| d["response"].clone())
-        .unwrap_or_default();
+    let completed = &events.last().map(|(_, d)| d["response"].clone()).unwrap_or_default();
     let calls = output_of(completed);
     assert_eq!(calls.len(), 2);
     for call in &calls {

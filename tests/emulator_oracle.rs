@@ -34,10 +34,7 @@ fn echo(items: &[Value]) -> Vec<Value> {
 
 /// A full agent loop over HTTP (whole history each time); returns outputs per turn.
 async fn http_loop(addr: std::net::SocketAddr) -> Result<(Vec<Vec<Value>>, Vec<Value>)> {
-    let mut history = vec![
-        json!({"role": "developer", "content": "system prompt"}),
-        user("fix the bug"),
-    ];
+    let mut history = vec![json!({"role": "developer", "content": "system prompt"}), user("fix the bug")];
     let mut outputs = Vec::new();
     loop {
         let (status, r) = post(addr, &settings(json!(history))).await?;
@@ -56,10 +53,7 @@ async fn http_loop(addr: std::net::SocketAddr) -> Result<(Vec<Vec<Value>>, Vec<V
 /// The same loop over one WebSocket, sending only deltas.
 async fn ws_loop(addr: std::net::SocketAddr) -> Result<(Vec<Vec<Value>>, Vec<Value>)> {
     let mut ws = connect(addr).await?;
-    let mut history = vec![
-        json!({"role": "developer", "content": "system prompt"}),
-        user("fix the bug"),
-    ];
+    let mut history = vec![json!({"role": "developer", "content": "system prompt"}), user("fix the bug")];
     let mut delta = history.clone();
     let mut previous = Value::Null;
     let mut outputs = Vec::new();
@@ -120,35 +114,14 @@ async fn oracle_routes_have_stable_json() -> Result<()> {
     let (status, contexts) = get(addr, "/_emulator/contexts").await?;
     assert_eq!(status, 200);
     let record = &contexts[0];
-    let mut keys: Vec<&str> = record
-        .as_object()
-        .map(|o| o.keys().map(String::as_str).collect())
-        .unwrap_or_default();
+    let mut keys: Vec<&str> =
+        record.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
     keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "context",
-            "instructions",
-            "previous_response_id",
-            "response_id",
-            "transport"
-        ]
-    );
+    assert_eq!(keys, ["context", "instructions", "previous_response_id", "response_id", "transport"]);
     assert_eq!(record["transport"], "http");
-    assert_eq!(
-        record["context"],
-        json!([{"type": "message", "role": "user", "content": "hello"}])
-    );
+    assert_eq!(record["context"], json!([{"type": "message", "role": "user", "content": "hello"}]));
     let (_, stats) = get(addr, "/_emulator/stats").await?;
-    for key in [
-        "requests_http",
-        "requests_ws",
-        "continuations",
-        "fresh",
-        "bytes_received",
-        "errors",
-    ] {
+    for key in ["requests_http", "requests_ws", "continuations", "fresh", "bytes_received", "errors"] {
         assert!(stats[key].is_u64(), "{key} in {stats}");
     }
     assert_eq!(stats["requests_http"], 1);
@@ -163,26 +136,13 @@ async fn oracle_routes_have_stable_json() -> Result<()> {
 #[tokio::test]
 async fn http_prefix_cache_hits_at_the_configured_rate() -> Result<()> {
     for (rate, expect_cached) in [(1.0, true), (0.0, false)] {
-        let cost = CostModel {
-            http_prefix_cache_hit_rate: rate,
-            ..CostModel::zero()
-        };
-        let (addr, handle) = start(EmulatorConfig {
-            cost,
-            ..EmulatorConfig::default()
-        })
-        .await?;
+        let cost = CostModel { http_prefix_cache_hit_rate: rate, ..CostModel::zero() };
+        let (addr, handle) = start(EmulatorConfig { cost, ..EmulatorConfig::default() }).await?;
         let (_, history) = http_loop(addr).await?;
         let stats = handle.stats();
-        assert_eq!(
-            stats.cached_tokens > 0,
-            expect_cached,
-            "rate {rate}: {stats:?}"
-        );
+        assert_eq!(stats.cached_tokens > 0, expect_cached, "rate {rate}: {stats:?}");
         let (_, r) = post(addr, &settings(json!(history[..2]))).await?;
-        let cached = r["usage"]["input_tokens_details"]["cached_tokens"]
-            .as_u64()
-            .unwrap_or(0);
+        let cached = r["usage"]["input_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0);
         assert!(cached < r["usage"]["input_tokens"].as_u64().unwrap_or(0));
     }
     Ok(())
@@ -198,10 +158,7 @@ async fn shutdown_stops_accepting() -> Result<()> {
         let next = tokio::time::timeout(std::time::Duration::from_secs(2), ws.next()).await?;
         (next, ())
     };
-    assert!(!matches!(
-        frames,
-        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))
-    ));
+    assert!(!matches!(frames, Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))));
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert!(post(addr, &settings(json!("x"))).await.is_err());
     Ok(())

@@ -40,17 +40,12 @@ pub async fn request(
     let tcp = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "emulator");
+    let mut builder = Request::builder().method(method).uri(path).header("host", "emulator");
     if let Some(key) = key {
         builder = builder.header("authorization", format!("Bearer {key}"));
     }
     let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    let req = builder
-        .header("content-type", "application/json")
-        .body(Full::new(payload))?;
+    let req = builder.header("content-type", "application/json").body(Full::new(payload))?;
     let response = sender.send_request(req).await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
@@ -73,14 +68,8 @@ pub fn parse_sse(text: &str) -> Result<Vec<(String, Value)>> {
     let mut out = Vec::new();
     for block in text.split("\n\n").filter(|b| !b.is_empty()) {
         let mut lines = block.lines();
-        let event = lines
-            .next()
-            .and_then(|l| l.strip_prefix("event: "))
-            .context("event line")?;
-        let data = lines
-            .next()
-            .and_then(|l| l.strip_prefix("data: "))
-            .context("data line")?;
+        let event = lines.next().and_then(|l| l.strip_prefix("event: ")).context("event line")?;
+        let data = lines.next().and_then(|l| l.strip_prefix("data: ")).context("data line")?;
         if lines.next().is_some() {
             bail!("extra lines in SSE block {block:?}");
         }
@@ -104,8 +93,7 @@ pub async fn connect(addr: SocketAddr) -> Result<Ws> {
 pub async fn connect_with(addr: SocketAddr, key: Option<&str>) -> Result<Ws> {
     let mut req = format!("ws://{addr}/v1/responses").into_client_request()?;
     if let Some(key) = key {
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {key}").parse()?);
+        req.headers_mut().insert("authorization", format!("Bearer {key}").parse()?);
     }
     let (ws, _) = tokio_tungstenite::connect_async(req).await?;
     Ok(ws)
@@ -115,14 +103,11 @@ pub async fn connect_with(addr: SocketAddr, key: Option<&str>) -> Result<Ws> {
 pub async fn upgrade_status(addr: SocketAddr, key: Option<&str>) -> Result<u16> {
     let mut req = format!("ws://{addr}/v1/responses").into_client_request()?;
     if let Some(key) = key {
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {key}").parse()?);
+        req.headers_mut().insert("authorization", format!("Bearer {key}").parse()?);
     }
     match tokio_tungstenite::connect_async(req).await {
         Ok(_) => Ok(101),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Ok(response.status().as_u16())
-        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Ok(response.status().as_u16()),
         Err(e) => Err(e.into()),
     }
 }
@@ -143,10 +128,8 @@ pub async fn read_turn(ws: &mut Ws) -> Result<Vec<Value>> {
         let event: Value = serde_json::from_str(&text)?;
         let kind = event["type"].as_str().unwrap_or_default().to_owned();
         events.push(event);
-        if matches!(
-            kind.as_str(),
-            "response.completed" | "response.failed" | "response.incomplete" | "error"
-        ) {
+        if matches!(kind.as_str(), "response.completed" | "response.failed" | "response.incomplete" | "error")
+        {
             return Ok(events);
         }
     }
@@ -181,8 +164,5 @@ pub fn answers(output: &[Value]) -> Vec<Value> {
 }
 
 pub fn types(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
-        .collect()
+    events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
 }

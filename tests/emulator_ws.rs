@@ -36,9 +36,7 @@ async fn continuation_counts_the_parent_as_cached() -> Result<()> {
     assert_eq!(r2["status"], "completed");
     assert_eq!(events[0]["sequence_number"], 0);
     assert_eq!(output_of(&r2)[0]["type"], "message");
-    let cached = r2["usage"]["input_tokens_details"]["cached_tokens"]
-        .as_u64()
-        .unwrap_or(0);
+    let cached = r2["usage"]["input_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0);
     let input = r2["usage"]["input_tokens"].as_u64().unwrap_or(0);
     assert!(cached > 0 && cached < input, "cached {cached} of {input}");
     assert_eq!(r2["previous_response_id"], r1["id"]);
@@ -50,24 +48,13 @@ async fn continuation_counts_the_parent_as_cached() -> Result<()> {
     full.extend(answers(&calls));
     tether::emulator::oracle::same_context(&full, &records[1].context)?;
     let stats = handle.stats();
-    assert_eq!(
-        (
-            stats.requests_ws,
-            stats.continuations,
-            stats.fresh,
-            stats.ws_connections
-        ),
-        (2, 1, 1, 1)
-    );
+    assert_eq!((stats.requests_ws, stats.continuations, stats.fresh, stats.ws_connections), (2, 1, 1, 1));
     Ok(())
 }
 
 #[tokio::test]
 async fn upgrade_needs_an_accepted_key() -> Result<()> {
-    let config = EmulatorConfig {
-        accepted_keys: Some(vec![KEY.into()]),
-        ..EmulatorConfig::default()
-    };
+    let config = EmulatorConfig { accepted_keys: Some(vec![KEY.into()]), ..EmulatorConfig::default() };
     let (addr, _handle) = start(config).await?;
     assert_eq!(upgrade_status(addr, Some("sk-wrong")).await?, 401);
     assert_eq!(upgrade_status(addr, None).await?, 401);
@@ -119,16 +106,10 @@ async fn store_false_continues_only_the_latest() -> Result<()> {
     assert!(frame["error"]["message"].is_string());
     // The latest still works, and a new socket does not know it.
     body["previous_response_id"] = r2["id"].clone();
-    assert_eq!(
-        last(&ws_turn(&mut ws, &body).await?)["type"],
-        "response.completed"
-    );
+    assert_eq!(last(&ws_turn(&mut ws, &body).await?)["type"], "response.completed");
     let mut other = connect(addr).await?;
     body["previous_response_id"] = r2["id"].clone();
-    assert_eq!(
-        last(&ws_turn(&mut other, &body).await?)["error"]["code"],
-        "previous_response_not_found"
-    );
+    assert_eq!(last(&ws_turn(&mut other, &body).await?)["error"]["code"], "previous_response_not_found");
     assert_eq!(handle.stats().errors, 2);
     Ok(())
 }
@@ -145,10 +126,7 @@ async fn failed_continuation_evicts_its_parent() -> Result<()> {
     assert_eq!(last(&err)["error"]["param"], "input");
     let mut body = create(json!([user("b")]), false);
     body["previous_response_id"] = r1["id"].clone();
-    assert_eq!(
-        last(&ws_turn(&mut ws, &body).await?)["error"]["code"],
-        "previous_response_not_found"
-    );
+    assert_eq!(last(&ws_turn(&mut ws, &body).await?)["error"]["code"], "previous_response_not_found");
     Ok(())
 }
 
@@ -166,31 +144,21 @@ async fn stored_responses_continue_from_anywhere_uncached() -> Result<()> {
     // Over HTTP too, and GET returns it.
     let (status, r3) = post(addr, &body).await?;
     assert_eq!((status, &r3["status"]), (200, &json!("completed")));
-    let (status, got) = get(
-        addr,
-        &format!("/v1/responses/{}", r1["id"].as_str().unwrap_or_default()),
-    )
-    .await?;
+    let (status, got) =
+        get(addr, &format!("/v1/responses/{}", r1["id"].as_str().unwrap_or_default())).await?;
     assert_eq!((status, &got["id"]), (200, &r1["id"]));
     // The same connection's latest is cached.
     let mut body = create(json!([user("c")]), true);
     body["previous_response_id"] = r2["id"].clone();
     let r4 = last(&ws_turn(&mut other, &body).await?)["response"].clone();
-    assert!(
-        r4["usage"]["input_tokens_details"]["cached_tokens"]
-            .as_u64()
-            .unwrap_or(0)
-            > 0
-    );
+    assert!(r4["usage"]["input_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0) > 0);
     Ok(())
 }
 
 #[tokio::test]
 async fn age_limit_answers_then_closes() -> Result<()> {
-    let config = EmulatorConfig {
-        max_connection_age: Duration::from_millis(50),
-        ..EmulatorConfig::default()
-    };
+    let config =
+        EmulatorConfig { max_connection_age: Duration::from_millis(50), ..EmulatorConfig::default() };
     let (addr, _handle) = start(config).await?;
     let mut ws = connect(addr).await?;
     assert_eq!(
@@ -199,26 +167,16 @@ async fn age_limit_answers_then_closes() -> Result<()> {
     );
     tokio::time::sleep(Duration::from_millis(60)).await;
     let err = ws_turn(&mut ws, &create(json!([user("b")]), false)).await?;
-    assert_eq!(
-        last(&err)["error"]["code"],
-        "websocket_connection_limit_reached"
-    );
+    assert_eq!(last(&err)["error"]["code"], "websocket_connection_limit_reached");
     let next = ws.next().await;
-    assert!(
-        matches!(next, Some(Ok(Message::Close(_))) | None | Some(Err(_))),
-        "{next:?}"
-    );
+    assert!(matches!(next, Some(Ok(Message::Close(_))) | None | Some(Err(_))), "{next:?}");
     Ok(())
 }
 
 #[tokio::test]
 async fn refusal_modes() -> Result<()> {
     for (mode, status) in [(WsMode::Refuse426, 426), (WsMode::Refuse404, 404)] {
-        let (addr, _handle) = start(EmulatorConfig {
-            ws: mode,
-            ..EmulatorConfig::default()
-        })
-        .await?;
+        let (addr, _handle) = start(EmulatorConfig { ws: mode, ..EmulatorConfig::default() }).await?;
         assert_eq!(upgrade_status(addr, Some(KEY)).await?, status);
         // HTTP keeps working.
         assert_eq!(post(addr, &create(json!("hi"), false)).await?.0, 200);
@@ -233,21 +191,14 @@ async fn background_is_rejected() -> Result<()> {
     let mut body = create(json!([user("a")]), false);
     body["background"] = json!(true);
     let err = ws_turn(&mut ws, &body).await?;
-    assert_eq!(
-        (&err[0]["status"], &err[0]["error"]["param"]),
-        (&json!(400), &json!("background"))
-    );
+    assert_eq!((&err[0]["status"], &err[0]["error"]["param"]), (&json!(400), &json!("background")));
     assert_eq!(post(addr, &body).await?.0, 400);
     Ok(())
 }
 
 #[tokio::test]
 async fn warmup_becomes_the_latest() -> Result<()> {
-    let (addr, _handle) = start(EmulatorConfig {
-        warmup: true,
-        ..EmulatorConfig::default()
-    })
-    .await?;
+    let (addr, _handle) = start(EmulatorConfig { warmup: true, ..EmulatorConfig::default() }).await?;
     let mut ws = connect(addr).await?;
     let system = json!({"role": "developer", "content": "you are an agent ".repeat(50)});
     let mut warm = create(json!([system]), false);
@@ -259,10 +210,7 @@ async fn warmup_becomes_the_latest() -> Result<()> {
     let mut body = create(json!([user("go")]), false);
     body["previous_response_id"] = r0["id"].clone();
     let r1 = last(&ws_turn(&mut ws, &body).await?)["response"].clone();
-    assert_eq!(
-        r1["usage"]["input_tokens_details"]["cached_tokens"],
-        r0["usage"]["input_tokens"]
-    );
+    assert_eq!(r1["usage"]["input_tokens_details"]["cached_tokens"], r0["usage"]["input_tokens"]);
 
     let (addr, _handle) = start_default().await?;
     let mut ws = connect(addr).await?;
@@ -273,10 +221,8 @@ async fn warmup_becomes_the_latest() -> Result<()> {
 
 #[tokio::test]
 async fn server_pings_and_answers_pings() -> Result<()> {
-    let config = EmulatorConfig {
-        ping_interval: Some(Duration::from_millis(20)),
-        ..EmulatorConfig::default()
-    };
+    let config =
+        EmulatorConfig { ping_interval: Some(Duration::from_millis(20)), ..EmulatorConfig::default() };
     let (addr, _handle) = start(config).await?;
     let mut ws = connect(addr).await?;
     ws.send(Message::Ping(b"hi".to_vec().into())).await?;

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use tether::agent::{self, LoopReport, LoopSpec};
 use tether::emulator::{self, EmulatorConfig, EmulatorHandle};
 
@@ -92,7 +90,12 @@ async fn two_keys_never_share_a_socket_or_a_chain() {
     let (upstream, emu) = emulator().await;
     let t = common::start(common::config_for(&upstream)).await;
     // The same conversation under two keys, one after the other.
-    let a = LoopSpec { tool_calls: 3, tag: "shared".into(), api_key: "sk-tenant-a".into(), ..LoopSpec::default() };
+    let a = LoopSpec {
+        tool_calls: 3,
+        tag: "shared".into(),
+        api_key: "sk-tenant-a".into(),
+        ..LoopSpec::default()
+    };
     let b = LoopSpec { api_key: "sk-tenant-b".into(), ..a.clone() };
     let ra = agent::run(&t.base(), &a).await.expect("a");
     let rb = agent::run(&t.base(), &b).await.expect("b");
@@ -134,7 +137,10 @@ async fn edited_history_goes_fresh_then_continues_again() {
     let (status, bytes, route) = post(&t.base(), &body2).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
     assert_eq!(route.as_deref(), Some("continue"));
-    let id = serde_json::from_slice::<serde_json::Value>(&bytes).expect("json")["id"].as_str().unwrap_or("").to_string();
+    let id = serde_json::from_slice::<serde_json::Value>(&bytes).expect("json")["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let ctx = emu.contexts().into_iter().find(|c| c.response_id == id).expect("recorded");
     assert!(emulator::oracle::same_context(&next, &ctx.context).is_ok());
 }
@@ -157,18 +163,23 @@ async fn post(base: &str, body: &serde_json::Value) -> (u16, bytes::Bytes, Optio
 async fn string_input_and_client_managed_chaining_work() {
     let (upstream, emu) = emulator().await;
     let t = common::start(common::config_for(&upstream)).await;
-    let (status, bytes, route) = post(&t.base(), &serde_json::json!({"model": "m", "input": "hello", "store": true})).await;
+    let (status, bytes, route) = post(
+        &t.base(),
+        &serde_json::json!({"model": "m", "input": "hello", "store": true,
+                                 "metadata": {"emulator_script": "tools=0"}}),
+    )
+    .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
     assert_eq!(route.as_deref(), Some("fresh"));
     let first: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
     let id = first["id"].as_str().expect("id");
     let body = serde_json::json!({"model": "m", "input": [{"role": "user", "content": "and then?"}],
-                                  "previous_response_id": id, "store": true});
+                                  "previous_response_id": id, "store": true,
+                                  "metadata": {"emulator_script": "tools=0"}});
     let (status, bytes, route) = post(&t.base(), &body).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
     assert_eq!(route.as_deref(), Some("client_managed"));
     let second: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
     assert_eq!(second["previous_response_id"], id, "the client sees its own previous_response_id");
     assert_eq!(emu.stats().errors, 0);
-    let _ = Duration::ZERO;
 }

@@ -5,22 +5,14 @@ use tether::session::{ChainSeed, ItemKind, Role, TenantId, fingerprint};
 
 fn item_hash(json: &str) -> u128 {
     let raw = RawValue::from_string(json.to_owned()).expect("valid JSON");
-    let seed = ChainSeed {
-        tenant: TenantId(7),
-        model: "m",
-        store: false,
-    };
+    let seed = ChainSeed { tenant: TenantId(7), model: "m", store: false };
     let fp = fingerprint(&seed, &[&raw]).expect("an object");
     fp.item_hash(0).expect("one item")
 }
 
 fn kind(json: &str) -> ItemKind {
     let raw = RawValue::from_string(json.to_owned()).expect("valid JSON");
-    let seed = ChainSeed {
-        tenant: TenantId(7),
-        model: "m",
-        store: false,
-    };
+    let seed = ChainSeed { tenant: TenantId(7), model: "m", store: false };
     fingerprint(&seed, &[&raw]).expect("an object").kind(0)
 }
 
@@ -31,16 +23,8 @@ const EQUAL: &[(&str, &str, &str)] = &[
         r#"{"type":"function_call","call_id":"c1","name":"f","arguments":"{}"}"#,
         r#"{"arguments":"{}","name":"f","call_id":"c1","type":"function_call"}"#,
     ),
-    (
-        "whitespace",
-        r#"{"role":"user","content":"hi"}"#,
-        "{ \"role\" : \"user\",\n \"content\" : \"hi\" }",
-    ),
-    (
-        "string escapes",
-        r#"{"role":"user","content":"é/"}"#,
-        r#"{"role":"user","content":"\u00e9\/"}"#,
-    ),
+    ("whitespace", r#"{"role":"user","content":"hi"}"#, "{ \"role\" : \"user\",\n \"content\" : \"hi\" }"),
+    ("string escapes", r#"{"role":"user","content":"é/"}"#, r#"{"role":"user","content":"\u00e9\/"}"#),
     (
         "null field dropped",
         r#"{"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"E"}"#,
@@ -110,16 +94,8 @@ const EQUAL: &[(&str, &str, &str)] = &[
 
 /// (rule, a, b): a and b must hash differently.
 const DIFFERENT: &[(&str, &str, &str)] = &[
-    (
-        "text",
-        r#"{"role":"user","content":"hi"}"#,
-        r#"{"role":"user","content":"hj"}"#,
-    ),
-    (
-        "role",
-        r#"{"role":"user","content":"hi"}"#,
-        r#"{"role":"developer","content":"hi"}"#,
-    ),
+    ("text", r#"{"role":"user","content":"hi"}"#, r#"{"role":"user","content":"hj"}"#),
+    ("role", r#"{"role":"user","content":"hi"}"#, r#"{"role":"developer","content":"hi"}"#),
     (
         "arguments exact",
         r#"{"type":"function_call","call_id":"c","name":"f","arguments":"{\"a\":1}"}"#,
@@ -185,36 +161,16 @@ const DIFFERENT: &[(&str, &str, &str)] = &[
         r#"{"type":"custom_tool_call","id":"ctc_1","call_id":"c","name":"f","input":"x"}"#,
         r#"{"type":"custom_tool_call","call_id":"c","name":"f","input":"x"}"#,
     ),
-    (
-        "unknown kind exact",
-        r#"{"type":"x_item","id":"a"}"#,
-        r#"{"type":"x_item","id":"b"}"#,
-    ),
+    ("unknown kind exact", r#"{"type":"x_item","id":"a"}"#, r#"{"type":"x_item","id":"b"}"#),
     (
         "missing type on non-message",
         r#"{"call_id":"c","output":"ok"}"#,
         r#"{"type":"function_call_output","call_id":"c","output":"ok"}"#,
     ),
-    (
-        "integer vs float",
-        r#"{"type":"computer_call","x":1}"#,
-        r#"{"type":"computer_call","x":1.0}"#,
-    ),
-    (
-        "string vs number",
-        r#"{"type":"computer_call","x":"1"}"#,
-        r#"{"type":"computer_call","x":1}"#,
-    ),
-    (
-        "nesting vs flat",
-        r#"{"type":"t","a":{"b":"c"}}"#,
-        r#"{"type":"t","a":["b","c"]}"#,
-    ),
-    (
-        "key/value boundary",
-        r#"{"type":"t","ab":"c"}"#,
-        r#"{"type":"t","a":"bc"}"#,
-    ),
+    ("integer vs float", r#"{"type":"computer_call","x":1}"#, r#"{"type":"computer_call","x":1.0}"#),
+    ("string vs number", r#"{"type":"computer_call","x":"1"}"#, r#"{"type":"computer_call","x":1}"#),
+    ("nesting vs flat", r#"{"type":"t","a":{"b":"c"}}"#, r#"{"type":"t","a":["b","c"]}"#),
+    ("key/value boundary", r#"{"type":"t","ab":"c"}"#, r#"{"type":"t","a":"bc"}"#),
     (
         "image detail",
         r#"{"role":"user","content":[{"type":"input_image","image_url":"u","detail":"auto"}]}"#,
@@ -238,19 +194,13 @@ fn different_rows() {
 
 #[test]
 fn kinds() {
-    assert_eq!(
-        kind(r#"{"role":"user","content":"x"}"#),
-        ItemKind::Message(Role::User)
-    );
+    assert_eq!(kind(r#"{"role":"user","content":"x"}"#), ItemKind::Message(Role::User));
     assert_eq!(
         kind(r#"{"type":"message","role":"assistant","content":"x"}"#),
         ItemKind::Message(Role::Assistant)
     );
     assert_eq!(kind(r#"{"type":"function_call"}"#), ItemKind::FunctionCall);
-    assert_eq!(
-        kind(r#"{"type":"function_call_output"}"#),
-        ItemKind::FunctionCallOutput
-    );
+    assert_eq!(kind(r#"{"type":"function_call_output"}"#), ItemKind::FunctionCallOutput);
     assert_eq!(kind(r#"{"type":"reasoning"}"#), ItemKind::Reasoning);
     assert_eq!(kind(r#"{"type":"web_search_call"}"#), ItemKind::Other);
     assert_eq!(ItemKind::FunctionCallOutput.label(), "function_call_output");
@@ -258,11 +208,7 @@ fn kinds() {
 
 #[test]
 fn non_objects_are_rejected() {
-    let seed = ChainSeed {
-        tenant: TenantId(1),
-        model: "m",
-        store: true,
-    };
+    let seed = ChainSeed { tenant: TenantId(1), model: "m", store: true };
     let a = RawValue::from_string(r#"{"role":"user","content":"x"}"#.into()).expect("json");
     let b = RawValue::from_string("[1]".into()).expect("json");
     let err = fingerprint(&seed, &[&a, &b]).expect_err("not an object");

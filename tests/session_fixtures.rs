@@ -11,8 +11,8 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tether::session::{
-    ChainSeed, FreshReason, Plan, SessionLimits, SessionStore, SocketId, SocketStates,
-    SocketStatus, TenantId, fingerprint,
+    ChainSeed, FreshReason, Plan, SessionLimits, SessionStore, SocketId, SocketStates, SocketStatus,
+    TenantId, fingerprint,
 };
 
 #[derive(Deserialize)]
@@ -33,9 +33,7 @@ struct Socket(String);
 
 impl SocketStates for Socket {
     fn status(&self, _: SocketId) -> SocketStatus<'_> {
-        SocketStatus::Idle {
-            latest_response_id: Some(&self.0),
-        }
+        SocketStatus::Idle { latest_response_id: Some(&self.0) }
     }
 }
 
@@ -44,17 +42,10 @@ fn refs(items: &[Box<RawValue>]) -> Vec<&RawValue> {
 }
 
 fn run(name: &str, tenant: u128, store: &mut SessionStore) {
-    let path = format!(
-        "{}/tests/fixtures/session/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/session/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let fx: Fixture = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let seed = ChainSeed {
-        tenant: TenantId(tenant),
-        model: &fx.model,
-        store: fx.store,
-    };
+    let seed = ChainSeed { tenant: TenantId(tenant), model: &fx.model, store: fx.store };
     let mut socket = Socket(String::new());
     let now = Instant::now();
     let mut session = None;
@@ -64,22 +55,10 @@ fn run(name: &str, tenant: u128, store: &mut SessionStore) {
         let mut fp = fingerprint(&seed, &refs(&turn.input)).unwrap_or_else(|e| panic!("{e}"));
         let plan = store.plan(&fp, now, &socket);
         if k == 0 {
-            assert_eq!(
-                plan,
-                Plan::Fresh {
-                    reason: FreshReason::FirstTurn
-                },
-                "{}",
-                fx.client
-            );
+            assert_eq!(plan, Plan::Fresh { reason: FreshReason::FirstTurn }, "{}", fx.client);
         } else {
             match plan {
-                Plan::Continue {
-                    session: s,
-                    delta_start,
-                    parent_response_id,
-                    ..
-                } => {
+                Plan::Continue { session: s, delta_start, parent_response_id, .. } => {
                     assert_eq!(Some(s), session, "{}", fx.client);
                     assert_eq!(delta_start, expected_delta, "{} turn {k}", fx.client);
                     assert_eq!(parent_response_id, format!("resp_{}", k - 1));
@@ -87,8 +66,7 @@ fn run(name: &str, tenant: u128, store: &mut SessionStore) {
                 Plan::Fresh { reason } => panic!("{} turn {k}: fresh ({reason})", fx.client),
             }
         }
-        fp.extend(&refs(&turn.output))
-            .unwrap_or_else(|e| panic!("{e}"));
+        fp.extend(&refs(&turn.output)).unwrap_or_else(|e| panic!("{e}"));
         let id = store.commit(session, &fp, &format!("resp_{k}"), tenant as SocketId, now);
         socket.0 = format!("resp_{k}");
         session = Some(id);
@@ -118,23 +96,15 @@ fn every_client_continues_after_its_first_turn() {
 /// vercel/ai#12687) does not continue, and the miss says where and why.
 #[test]
 fn stripped_reasoning_ids_are_fresh_and_explained() {
-    let path = format!(
-        "{}/tests/fixtures/session/codex_cli.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/session/codex_cli.json", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let fx: Fixture = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-    let seed = ChainSeed {
-        tenant: TenantId(9),
-        model: &fx.model,
-        store: fx.store,
-    };
+    let seed = ChainSeed { tenant: TenantId(9), model: &fx.model, store: fx.store };
     let mut store = SessionStore::new(SessionLimits::default());
     let now = Instant::now();
     let first = &fx.turns[0];
     let mut fp = fingerprint(&seed, &refs(&first.input)).unwrap_or_else(|e| panic!("{e}"));
-    fp.extend(&refs(&first.output))
-        .unwrap_or_else(|e| panic!("{e}"));
+    fp.extend(&refs(&first.output)).unwrap_or_else(|e| panic!("{e}"));
     store.commit(None, &fp, "resp_0", 1, now);
     let stripped: Vec<Box<RawValue>> = fx.turns[1]
         .input

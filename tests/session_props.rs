@@ -18,19 +18,9 @@ use tether::session::{
 enum Item {
     User(String),
     Assistant(String, Option<String>),
-    Call {
-        call_id: String,
-        name: String,
-        args: String,
-    },
-    Output {
-        call_id: String,
-        output: String,
-    },
-    Reasoning {
-        id: String,
-        enc: Option<String>,
-    },
+    Call { call_id: String, name: String, args: String },
+    Output { call_id: String, output: String },
+    Reasoning { id: String, enc: Option<String> },
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -40,21 +30,11 @@ fn text() -> impl Strategy<Value = String> {
 fn item() -> impl Strategy<Value = Item> {
     prop_oneof![
         text().prop_map(Item::User),
-        (text(), proptest::option::of("commentary|final_answer"))
-            .prop_map(|(t, p)| Item::Assistant(t, p)),
-        ("call_[a-z0-9]{1,4}", "[a-z_]{1,6}", text()).prop_map(|(call_id, name, args)| {
-            Item::Call {
-                call_id,
-                name,
-                args,
-            }
-        }),
-        ("call_[a-z0-9]{1,4}", text())
-            .prop_map(|(call_id, output)| Item::Output { call_id, output }),
-        (
-            "rs_[a-z0-9]{1,4}",
-            proptest::option::of("[A-Za-z0-9+/]{1,12}")
-        )
+        (text(), proptest::option::of("commentary|final_answer")).prop_map(|(t, p)| Item::Assistant(t, p)),
+        ("call_[a-z0-9]{1,4}", "[a-z_]{1,6}", text())
+            .prop_map(|(call_id, name, args)| { Item::Call { call_id, name, args } }),
+        ("call_[a-z0-9]{1,4}", text()).prop_map(|(call_id, output)| Item::Output { call_id, output }),
+        ("rs_[a-z0-9]{1,4}", proptest::option::of("[A-Za-z0-9+/]{1,12}"))
             .prop_map(|(id, enc)| Item::Reasoning { id, enc }),
     ]
 }
@@ -78,15 +58,8 @@ fn render(item: &Item, style: u64) -> String {
         if bit(2) {
             put("content", js(t));
         } else {
-            let ty = if assistant && bit(3) {
-                "output_text"
-            } else {
-                "input_text"
-            };
-            let mut part = vec![
-                format!("\"type\":{}", js(ty)),
-                format!("\"text\":{}", js(t)),
-            ];
+            let ty = if assistant && bit(3) { "output_text" } else { "input_text" };
+            let mut part = vec![format!("\"type\":{}", js(ty)), format!("\"text\":{}", js(t))];
             if assistant && bit(4) {
                 part.push("\"annotations\":[]".into());
             }
@@ -109,11 +82,7 @@ fn render(item: &Item, style: u64) -> String {
                 None => {}
             }
         }
-        Item::Call {
-            call_id,
-            name,
-            args,
-        } => {
+        Item::Call { call_id, name, args } => {
             put("type", js("function_call"));
             put("call_id", js(call_id));
             put("name", js(name));
@@ -147,9 +116,7 @@ fn render(item: &Item, style: u64) -> String {
     // Shuffle keys with a small LCG driven by the style.
     let mut x = style | 1;
     for i in (1..kv.len()).rev() {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         kv.swap(i, (x >> 33) as usize % (i + 1));
     }
     let body: Vec<String> = kv.iter().map(|(k, v)| format!("{k}:{v}")).collect();
@@ -171,29 +138,17 @@ struct OneIdle;
 impl SocketStates for OneIdle {
     fn status(&self, socket: SocketId) -> SocketStatus<'_> {
         match socket {
-            1 => SocketStatus::Idle {
-                latest_response_id: Some("resp_1"),
-            },
+            1 => SocketStatus::Idle { latest_response_id: Some("resp_1") },
             _ => SocketStatus::Gone,
         }
     }
 }
 
-const SEED: ChainSeed<'static> = ChainSeed {
-    tenant: TenantId(1),
-    model: "gpt-5",
-    store: false,
-};
+const SEED: ChainSeed<'static> = ChainSeed { tenant: TenantId(1), model: "gpt-5", store: false };
 
 fn store_with(seed: &ChainSeed<'_>, history: &[Item], styles: &[u64]) -> SessionStore {
     let mut st = SessionStore::new(SessionLimits::default());
-    st.commit(
-        None,
-        &fp_of(seed, history, styles),
-        "resp_1",
-        1,
-        Instant::now(),
-    );
+    st.commit(None, &fp_of(seed, history, styles), "resp_1", 1, Instant::now());
     st
 }
 
@@ -221,11 +176,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 fn append_char(item: &mut Item, which: usize) {
     match item {
         Item::User(t) | Item::Assistant(t, _) => t.push('!'),
-        Item::Call {
-            call_id,
-            name,
-            args,
-        } => [call_id, name, args][which % 3].push('!'),
+        Item::Call { call_id, name, args } => [call_id, name, args][which % 3].push('!'),
         Item::Output { call_id, output } => [call_id, output][which % 2].push('!'),
         Item::Reasoning { id, .. } => id.push('!'),
     }
@@ -253,9 +204,7 @@ fn apply(history: &[Item], m: &Mutation) -> Vec<Item> {
             other => append_char(other, *j),
         },
         Mutation::StripReasoning(j) => match &mut h[j % n] {
-            Item::Reasoning {
-                enc: enc @ Some(_), ..
-            } => *enc = None,
+            Item::Reasoning { enc: enc @ Some(_), .. } => *enc = None,
             Item::Reasoning { enc: None, id } => id.push('!'),
             other => append_char(other, *j),
         },
@@ -340,10 +289,7 @@ fn render_styles_are_valid_json() {
     let items = [
         Item::User("a\"b".into()),
         Item::Assistant("x".into(), Some("commentary".into())),
-        Item::Reasoning {
-            id: "rs_1".into(),
-            enc: None,
-        },
+        Item::Reasoning { id: "rs_1".into(), enc: None },
     ];
     let mut seen = HashMap::new();
     for style in 0..1024u64 {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tether::session::{
-    ChainSeed, Fingerprint, FreshReason, ItemKind, Plan, Role, SessionLimits, SessionStore,
-    SocketId, SocketStates, SocketStatus, TenantId, fingerprint_values,
+    ChainSeed, Fingerprint, FreshReason, ItemKind, Plan, Role, SessionLimits, SessionStore, SocketId,
+    SocketStates, SocketStatus, TenantId, fingerprint_values,
 };
 
 #[derive(Default)]
@@ -26,19 +26,13 @@ impl SocketStates for Sockets {
         match self.0.get(&socket) {
             None => SocketStatus::Gone,
             Some((true, _)) => SocketStatus::Busy,
-            Some((false, latest)) => SocketStatus::Idle {
-                latest_response_id: latest.as_deref(),
-            },
+            Some((false, latest)) => SocketStatus::Idle { latest_response_id: latest.as_deref() },
         }
     }
 }
 
 fn seed(tenant: u128) -> ChainSeed<'static> {
-    ChainSeed {
-        tenant: TenantId(tenant),
-        model: "gpt-5",
-        store: false,
-    }
+    ChainSeed { tenant: TenantId(tenant), model: "gpt-5", store: false }
 }
 
 fn fp_with(seed: &ChainSeed<'_>, items: &[Value]) -> Fingerprint {
@@ -83,19 +77,10 @@ fn continues_with_the_new_suffix_and_advances() {
     let mut h = first_turn(&mut st, &mut sk, t0);
     h.push(user("u2"));
     let plan = st.plan(&fp(&h), t0, &sk);
-    let Plan::Continue {
-        session,
-        parent_response_id,
-        delta_start,
-        socket,
-    } = plan
-    else {
+    let Plan::Continue { session, parent_response_id, delta_start, socket } = plan else {
         panic!("expected continue, got {plan:?}");
     };
-    assert_eq!(
-        (parent_response_id.as_str(), delta_start, socket),
-        ("resp_1", 2, 1)
-    );
+    assert_eq!((parent_response_id.as_str(), delta_start, socket), ("resp_1", 2, 1));
     sk.busy(1);
     let mut out = fp(&h);
     out.extend_values(&[answer("a2")]).expect("object");
@@ -105,50 +90,28 @@ fn continues_with_the_new_suffix_and_advances() {
     assert_eq!(st.len(), 1);
     // The old tip is gone: a fork from it is fresh, and says why.
     let fork = [user("u1"), answer("a1"), user("other")];
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&fork), t0, &sk)),
-        FreshReason::ParentNotLatest
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&fork), t0, &sk)), FreshReason::ParentNotLatest);
     h.push(answer("a2"));
     h.push(user("u3"));
-    assert!(matches!(
-        st.plan(&fp(&h), t0, &sk),
-        Plan::Continue { delta_start: 4, .. }
-    ));
+    assert!(matches!(st.plan(&fp(&h), t0, &sk), Plan::Continue { delta_start: 4, .. }));
     let info = &st.snapshot(t0)[0];
-    assert_eq!(
-        (info.items, info.turns, info.continues, info.bytes_saved),
-        (4, 1, 1, 100)
-    );
+    assert_eq!((info.items, info.turns, info.continues, info.bytes_saved), (4, 1, 1, 100));
 }
 
 #[test]
 fn echo_with_ids_dropped_and_string_content_still_continues() {
     let (mut st, mut sk, t0) = (store(), Sockets::default(), Instant::now());
     first_turn(&mut st, &mut sk, t0);
-    let echoed = [
-        user("u1"),
-        json!({"role": "assistant", "content": "a1"}),
-        user("u2"),
-    ];
-    assert!(matches!(
-        st.plan(&fp(&echoed), t0, &sk),
-        Plan::Continue { delta_start: 2, .. }
-    ));
+    let echoed = [user("u1"), json!({"role": "assistant", "content": "a1"}), user("u2")];
+    assert!(matches!(st.plan(&fp(&echoed), t0, &sk), Plan::Continue { delta_start: 2, .. }));
 }
 
 #[test]
 fn empty_input_and_empty_delta() {
     let (mut st, mut sk, t0) = (store(), Sockets::default(), Instant::now());
     let h = first_turn(&mut st, &mut sk, t0);
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&[]), t0, &sk)),
-        FreshReason::EmptyInput
-    );
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&h), t0, &sk)),
-        FreshReason::EmptyDelta
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&[]), t0, &sk)), FreshReason::EmptyInput);
+    assert_eq!(fresh_reason(st.plan(&fp(&h), t0, &sk)), FreshReason::EmptyDelta);
 }
 
 #[test]
@@ -159,10 +122,7 @@ fn fork_while_busy_is_fresh() {
     let b = [h.clone(), vec![user("b")]].concat();
     assert!(matches!(st.plan(&fp(&a), t0, &sk), Plan::Continue { .. }));
     sk.busy(1);
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&b), t0, &sk)),
-        FreshReason::SocketBusy
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&b), t0, &sk)), FreshReason::SocketBusy);
 }
 
 #[test]
@@ -170,31 +130,19 @@ fn socket_states() {
     let (mut st, mut sk, t0) = (store(), Sockets::default(), Instant::now());
     let h = [first_turn(&mut st, &mut sk, t0), vec![user("u2")]].concat();
     sk.idle(1, "resp_other");
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&h), t0, &sk)),
-        FreshReason::ParentNotLatest
-    );
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&h), t0, &sk)),
-        FreshReason::ParentNotLatest
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&h), t0, &sk)), FreshReason::ParentNotLatest);
+    assert_eq!(fresh_reason(st.plan(&fp(&h), t0, &sk)), FreshReason::ParentNotLatest);
 
     let (mut st, mut sk) = (store(), Sockets::default());
     first_turn(&mut st, &mut sk, t0);
     sk.0.clear();
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&h), t0, &sk)),
-        FreshReason::SocketGone
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&h), t0, &sk)), FreshReason::SocketGone);
 
     let (mut st, mut sk) = (store(), Sockets::default());
     first_turn(&mut st, &mut sk, t0);
     st.forget_socket(1);
     assert_eq!(st.len(), 0);
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&h), t0, &sk)),
-        FreshReason::SocketGone
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&h), t0, &sk)), FreshReason::SocketGone);
 }
 
 #[test]
@@ -205,10 +153,7 @@ fn a_socket_holds_one_session() {
     st.commit(None, &fp(&[user("x"), answer("y")]), "resp_x", 1, t0);
     sk.idle(1, "resp_x");
     assert_eq!(st.len(), 1);
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&h), t0, &sk)),
-        FreshReason::ParentNotLatest
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&h), t0, &sk)), FreshReason::ParentNotLatest);
 }
 
 #[test]
@@ -217,18 +162,12 @@ fn evicted_expired_and_incomplete() {
     let h = [first_turn(&mut st, &mut sk, t0), vec![user("u2")]].concat();
     let id = st.snapshot(t0)[0].id;
     st.evict(id);
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&h), t0, &sk)),
-        FreshReason::Evicted
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&h), t0, &sk)), FreshReason::Evicted);
 
     let (mut st, mut sk) = (store(), Sockets::default());
     first_turn(&mut st, &mut sk, t0);
     let later = t0 + SessionLimits::default().ttl + Duration::from_secs(1);
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&h), later, &sk)),
-        FreshReason::Expired
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&h), later, &sk)), FreshReason::Expired);
     assert_eq!(st.len(), 0);
 
     let (mut st, mut sk) = (store(), Sockets::default());
@@ -237,23 +176,13 @@ fn evicted_expired_and_incomplete() {
     let partial = [h1, vec![user("u2"), answer("cut")]].concat();
     st.record_incomplete(Some(id), &fp(&partial), 1);
     let next = [partial, vec![user("u3")]].concat();
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&next), t0, &sk)),
-        FreshReason::ParentNotCompleted
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&next), t0, &sk)), FreshReason::ParentNotCompleted);
 }
 
 #[test]
 fn lru_capacity() {
-    let limits = SessionLimits {
-        max: 2,
-        ttl: Duration::from_secs(60),
-    };
-    let (mut st, mut sk, t0) = (
-        SessionStore::new(limits),
-        Sockets::default(),
-        Instant::now(),
-    );
+    let limits = SessionLimits { max: 2, ttl: Duration::from_secs(60) };
+    let (mut st, mut sk, t0) = (SessionStore::new(limits), Sockets::default(), Instant::now());
     for i in 0..3u64 {
         let h = [user(&format!("c{i}")), answer("a")];
         st.commit(None, &fp(&h), &format!("resp_{i}"), i, t0);
@@ -261,41 +190,20 @@ fn lru_capacity() {
     }
     assert_eq!(st.len(), 2);
     let first = [user("c0"), answer("a"), user("more")];
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&first), t0, &sk)),
-        FreshReason::CapacityEvicted
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&first), t0, &sk)), FreshReason::CapacityEvicted);
     let last = [user("c2"), answer("a"), user("more")];
-    assert!(matches!(
-        st.plan(&fp(&last), t0, &sk),
-        Plan::Continue { .. }
-    ));
+    assert!(matches!(st.plan(&fp(&last), t0, &sk), Plan::Continue { .. }));
 }
 
 #[test]
 fn model_store_and_tenant_are_separate_chains() {
     let (mut st, mut sk, t0) = (store(), Sockets::default(), Instant::now());
     let h = [first_turn(&mut st, &mut sk, t0), vec![user("u2")]].concat();
-    let other_model = ChainSeed {
-        model: "gpt-5-mini",
-        ..seed(1)
-    };
-    let other_store = ChainSeed {
-        store: true,
-        ..seed(1)
-    };
-    assert_eq!(
-        fresh_reason(st.plan(&fp_with(&other_model, &h), t0, &sk)),
-        FreshReason::ModelChanged
-    );
-    assert_eq!(
-        fresh_reason(st.plan(&fp_with(&other_store, &h), t0, &sk)),
-        FreshReason::StoreChanged
-    );
-    assert_eq!(
-        fresh_reason(st.plan(&fp_with(&seed(2), &h), t0, &sk)),
-        FreshReason::FirstTurn
-    );
+    let other_model = ChainSeed { model: "gpt-5-mini", ..seed(1) };
+    let other_store = ChainSeed { store: true, ..seed(1) };
+    assert_eq!(fresh_reason(st.plan(&fp_with(&other_model, &h), t0, &sk)), FreshReason::ModelChanged);
+    assert_eq!(fresh_reason(st.plan(&fp_with(&other_store, &h), t0, &sk)), FreshReason::StoreChanged);
+    assert_eq!(fresh_reason(st.plan(&fp_with(&seed(2), &h), t0, &sk)), FreshReason::FirstTurn);
 }
 
 #[test]
@@ -317,22 +225,9 @@ fn divergence_names_index_and_kinds() {
     );
     let rewound = [user("u1")];
     let r = fresh_reason(st.plan(&fp(&rewound), t0, &sk));
-    assert!(
-        matches!(
-            r,
-            FreshReason::DivergedAt {
-                index: 1,
-                theirs: ItemKind::Missing,
-                ..
-            }
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r, FreshReason::DivergedAt { index: 1, theirs: ItemKind::Missing, .. }), "{r:?}");
     let unrelated = [user("zzz"), user("u2")];
-    assert_eq!(
-        fresh_reason(st.plan(&fp(&unrelated), t0, &sk)),
-        FreshReason::NoMatchingTip
-    );
+    assert_eq!(fresh_reason(st.plan(&fp(&unrelated), t0, &sk)), FreshReason::NoMatchingTip);
 }
 
 #[test]
@@ -360,9 +255,7 @@ fn moving_a_session_to_another_socket_keeps_the_new_owner_of_the_old_one() {
     sk.idle(1, "resp_b");
     sk.idle(3, "resp_3");
     let next_b = [user("b"), answer("b"), user("more")];
-    assert!(
-        matches!(st.plan(&fp(&next_b), t0, &sk), Plan::Continue { session, .. } if session == b)
-    );
+    assert!(matches!(st.plan(&fp(&next_b), t0, &sk), Plan::Continue { session, .. } if session == b));
     let next_a = [h3, vec![user("u4")]].concat();
     assert!(
         matches!(st.plan(&fp(&next_a), t0, &sk), Plan::Continue { session, socket: 3, .. } if session == a)

@@ -27,10 +27,7 @@ struct TestServer {
 }
 
 fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// Starts the server; `refuse` forces that status on every upgrade.
@@ -160,10 +157,7 @@ async fn turn_then_continue_on_same_socket() -> anyhow::Result<()> {
     let seen = srv.seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     assert_eq!(seen.upgrades.len(), 1);
     assert_eq!(seen.upgrades[0].0.as_deref(), Some("Bearer k1"));
-    assert_eq!(
-        seen.upgrades[0].1.as_deref(),
-        Some("responses_websockets=2026-02-06")
-    );
+    assert_eq!(seen.upgrades[0].1.as_deref(), Some("responses_websockets=2026-02-06"));
     assert_eq!(pool.stats().opened_total, 1);
     Ok(())
 }
@@ -174,22 +168,13 @@ async fn tenants_never_share_and_busy_preference_fails() -> anyhow::Result<()> {
     let pool = UpstreamPool::new(settings(&srv.url));
     let a = pool.checkout(0xA, &creds("ka"), None).await?;
     let a_id = a.id();
-    assert_eq!(
-        pool.checkout(0xA, &creds("ka"), Some(a_id)).await.err(),
-        Some(UpstreamError::Busy)
-    );
+    assert_eq!(pool.checkout(0xA, &creds("ka"), Some(a_id)).await.err(), Some(UpstreamError::Busy));
     drop(a);
     assert!(eventually(|| matches!(pool.status(a_id), SocketSnapshot::Idle { .. })).await);
     let b = pool.checkout(0xB, &creds("kb"), None).await?;
     assert_ne!(b.id(), a_id);
-    assert_eq!(
-        pool.checkout(0xB, &creds("kb"), Some(a_id)).await.err(),
-        Some(UpstreamError::Gone)
-    );
-    assert_eq!(
-        pool.checkout(0xA, &creds("ka"), Some(999)).await.err(),
-        Some(UpstreamError::Gone)
-    );
+    assert_eq!(pool.checkout(0xB, &creds("kb"), Some(a_id)).await.err(), Some(UpstreamError::Gone));
+    assert_eq!(pool.checkout(0xA, &creds("ka"), Some(999)).await.err(), Some(UpstreamError::Gone));
     let stats = pool.stats();
     assert_eq!(stats.open, 2);
     assert_eq!(stats.per_tenant.get(&0xA), Some(&1));
@@ -212,19 +197,12 @@ async fn idle_socket_with_empty_cache_is_reused_and_warm_one_is_kept() -> anyhow
     assert!(
         eventually(|| matches!(
             pool.status(cold_id),
-            SocketSnapshot::Idle {
-                latest_response_id: Some(_),
-                ..
-            }
+            SocketSnapshot::Idle { latest_response_id: Some(_), .. }
         ))
         .await
     );
     let other = pool.checkout(1, &creds("k"), None).await?;
-    assert_ne!(
-        other.id(),
-        cold_id,
-        "a warm socket is not taken while there is room"
-    );
+    assert_ne!(other.id(), cold_id, "a warm socket is not taken while there is room");
     Ok(())
 }
 
@@ -237,15 +215,11 @@ async fn per_tenant_limit_queues_then_times_out_or_gets_released_socket() -> any
     let held = pool.checkout(1, &creds("k"), None).await?;
     let held_id = held.id();
     let started = tokio::time::Instant::now();
-    assert_eq!(
-        pool.checkout(1, &creds("k"), None).await.err(),
-        Some(UpstreamError::PoolFull)
-    );
+    assert_eq!(pool.checkout(1, &creds("k"), None).await.err(), Some(UpstreamError::PoolFull));
     assert!(started.elapsed() >= Duration::from_millis(200));
     // A waiter is served as soon as the lease is returned.
     let p2 = pool.clone();
-    let waiter =
-        tokio::spawn(async move { p2.checkout(1, &creds("k"), None).await.map(|l| l.id()) });
+    let waiter = tokio::spawn(async move { p2.checkout(1, &creds("k"), None).await.map(|l| l.id()) });
     tokio::task::yield_now().await;
     drop(held);
     assert_eq!(waiter.await??, held_id);
@@ -262,10 +236,7 @@ async fn total_limit_evicts_another_tenants_idle_socket() -> anyhow::Result<()> 
     let pool = UpstreamPool::new(s);
     let a = pool.checkout(0xA, &creds("ka"), None).await?;
     let a_id = a.id();
-    assert_eq!(
-        pool.checkout(0xB, &creds("kb"), None).await.err(),
-        Some(UpstreamError::PoolFull)
-    );
+    assert_eq!(pool.checkout(0xB, &creds("kb"), None).await.err(), Some(UpstreamError::PoolFull));
     drop(a);
     assert!(eventually(|| matches!(pool.status(a_id), SocketSnapshot::Idle { .. })).await);
     let b = pool.checkout(0xB, &creds("kb"), None).await?;
@@ -291,10 +262,7 @@ async fn max_age_rotates_between_turns() -> anyhow::Result<()> {
     turn(&mut old).await?;
     drop(old);
     assert_eq!(pool.status(old_id), SocketSnapshot::Gone);
-    assert_eq!(
-        pool.checkout(1, &creds("k"), Some(old_id)).await.err(),
-        Some(UpstreamError::Gone)
-    );
+    assert_eq!(pool.checkout(1, &creds("k"), Some(old_id)).await.err(), Some(UpstreamError::Gone));
     let new = pool.checkout(1, &creds("k"), None).await?;
     assert_ne!(new.id(), old_id);
     assert!(new.fresh_connection());
@@ -327,10 +295,7 @@ async fn handshake_statuses_map_to_errors() -> anyhow::Result<()> {
     let dead = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("ws://{}/v1/responses", dead.local_addr()?);
     drop(dead);
-    let err = UpstreamPool::new(settings(&url))
-        .checkout(1, &creds("k"), None)
-        .await
-        .err();
+    let err = UpstreamPool::new(settings(&url)).checkout(1, &creds("k"), None).await.err();
     assert!(matches!(err, Some(UpstreamError::Connect(_))));
     Ok(())
 }
@@ -344,13 +309,7 @@ async fn close_all_closes_normally() -> anyhow::Result<()> {
     drop((a, b));
     tokio::time::timeout(Duration::from_secs(5), pool.close_all()).await?;
     let seen = srv.seen.clone();
-    assert!(
-        eventually(|| seen
-            .lock()
-            .map(|s| s.closes == [1000, 1000])
-            .unwrap_or(false))
-        .await
-    );
+    assert!(eventually(|| seen.lock().map(|s| s.closes == [1000, 1000]).unwrap_or(false)).await);
     assert_eq!(pool.stats().open, 0);
     assert!(pool.checkout(1, &creds("k"), None).await.is_err());
     Ok(())
@@ -364,17 +323,11 @@ async fn spare_sockets_are_opened_after_first_use() -> anyhow::Result<()> {
     let pool = UpstreamPool::new(s);
     let first = pool.checkout(1, &creds("k"), None).await?;
     assert!(first.fresh_connection());
-    assert!(
-        eventually(|| pool.stats().open == 2).await,
-        "one spare opened"
-    );
+    assert!(eventually(|| pool.stats().open == 2).await, "one spare opened");
     let second = pool.checkout(1, &creds("k"), None).await?;
     assert!(!second.fresh_connection(), "the spare was ready");
     assert_ne!(second.id(), first.id());
-    assert!(
-        eventually(|| pool.stats().open == 3).await,
-        "the spare is replaced"
-    );
+    assert!(eventually(|| pool.stats().open == 3).await, "the spare is replaced");
     assert_eq!(pool.stats().per_tenant.get(&2), None);
     Ok(())
 }
@@ -392,22 +345,13 @@ async fn silent_server_times_out_and_tls_failure_is_a_connect_error() -> anyhow:
     });
     let mut s = settings(&format!("ws://{addr}/v1/responses"));
     s.connect_timeout = Duration::from_millis(100);
-    let err = UpstreamPool::new(s.clone())
-        .checkout(1, &creds("k"), None)
-        .await
-        .err();
-    assert!(
-        matches!(err, Some(UpstreamError::Connect(ref m)) if m.contains("timed out")),
-        "{err:?}"
-    );
+    let err = UpstreamPool::new(s.clone()).checkout(1, &creds("k"), None).await.err();
+    assert!(matches!(err, Some(UpstreamError::Connect(ref m)) if m.contains("timed out")), "{err:?}");
     // wss:// goes through rustls; a plain WebSocket server fails the TLS handshake.
     let srv = server(None).await?;
     s.url = srv.url.replace("ws://", "wss://");
     s.connect_timeout = Duration::from_secs(5);
-    let err = UpstreamPool::new(s)
-        .checkout(1, &creds("k"), None)
-        .await
-        .err();
+    let err = UpstreamPool::new(s).checkout(1, &creds("k"), None).await.err();
     assert!(matches!(err, Some(UpstreamError::Connect(_))), "{err:?}");
     hold.abort();
     Ok(())

@@ -114,12 +114,10 @@ impl EmulatorConfig {
             config.cost = profile(&name).ok_or(ConfigError::Profile(name))?;
         }
         if let Some(overrides) = file.cost {
-            let mut table = toml::Table::try_from(&config.cost)
-                .map_err(|e| ConfigError::Cost(e.to_string()))?;
+            let mut table =
+                toml::Table::try_from(&config.cost).map_err(|e| ConfigError::Cost(e.to_string()))?;
             table.extend(overrides);
-            config.cost = table
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Cost(e.to_string()))?;
+            config.cost = table.try_into().map_err(|e: toml::de::Error| ConfigError::Cost(e.to_string()))?;
         }
         if let Some(script) = file.script {
             config.script = script.parse()?;

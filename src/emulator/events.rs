@@ -90,17 +90,11 @@ pub(crate) fn sequence(in_progress: &Value, completed: &Value, delta: usize) -> 
         ev(json!({"type": "response.created", "response": in_progress})),
         ev(json!({"type": "response.in_progress", "response": in_progress})),
     ];
-    let output = completed
-        .get("output")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let output = completed.get("output").and_then(Value::as_array).cloned().unwrap_or_default();
     for (index, item) in output.iter().enumerate() {
         item_events(&mut events, index, item, delta);
     }
-    events.push(ev(
-        json!({"type": "response.completed", "response": completed}),
-    ));
+    events.push(ev(json!({"type": "response.completed", "response": completed})));
     events
 }
 
@@ -116,16 +110,15 @@ fn item_events(events: &mut Vec<Event>, index: usize, item: &Value, delta: usize
             ));
             let part = item.pointer("/content/0").cloned().unwrap_or(Value::Null);
             let text = part.get("text").and_then(Value::as_str).unwrap_or_default();
-            let empty =
-                json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
+            let empty = json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
             let at = json!({"item_id": id, "output_index": index, "content_index": 0});
-            events.push(ev(with(
-                &at,
-                json!({"type": "response.content_part.added", "part": empty}),
-            )));
+            events.push(ev(with(&at, json!({"type": "response.content_part.added", "part": empty}))));
             for chunk in chunks(text, delta) {
                 events.push(Event {
-                    json: with(&at, json!({"type": "response.output_text.delta", "delta": chunk, "logprobs": []})),
+                    json: with(
+                        &at,
+                        json!({"type": "response.output_text.delta", "delta": chunk, "logprobs": []}),
+                    ),
                     tokens: tokens(chunk.len()),
                 });
             }
@@ -133,10 +126,7 @@ fn item_events(events: &mut Vec<Event>, index: usize, item: &Value, delta: usize
                 &at,
                 json!({"type": "response.output_text.done", "text": text, "logprobs": []}),
             )));
-            events.push(ev(with(
-                &at,
-                json!({"type": "response.content_part.done", "part": part}),
-            )));
+            events.push(ev(with(&at, json!({"type": "response.content_part.done", "part": part}))));
         }
         Some("function_call") => {
             added["status"] = json!("in_progress");
@@ -144,10 +134,7 @@ fn item_events(events: &mut Vec<Event>, index: usize, item: &Value, delta: usize
             events.push(ev(
                 json!({"type": "response.output_item.added", "output_index": index, "item": added}),
             ));
-            let args = item
-                .get("arguments")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let args = item.get("arguments").and_then(Value::as_str).unwrap_or_default();
             let at = json!({"item_id": id, "output_index": index});
             for chunk in chunks(args, delta) {
                 events.push(Event {
@@ -169,9 +156,7 @@ fn item_events(events: &mut Vec<Event>, index: usize, item: &Value, delta: usize
             ));
         }
     }
-    events.push(ev(
-        json!({"type": "response.output_item.done", "output_index": index, "item": item}),
-    ));
+    events.push(ev(json!({"type": "response.output_item.done", "output_index": index, "item": item})));
 }
 
 /// `base`'s fields followed by `extra`'s (`type` first for readability is not
@@ -210,14 +195,7 @@ mod tests {
             "content":[{"type":"output_text","text":"abcdef","annotations":[],"logprobs":[]}]});
         let body = Map::new();
         let start = response_object("resp_1", 0, "in_progress", &body, vec![], Value::Null);
-        let done = response_object(
-            "resp_1",
-            0,
-            "completed",
-            &body,
-            vec![msg],
-            usage(1, 0, 2, 0),
-        );
+        let done = response_object("resp_1", 0, "completed", &body, vec![msg], usage(1, 0, 2, 0));
         let types: Vec<String> = sequence(&start, &done, 4)
             .iter()
             .map(|e| e.json["type"].as_str().unwrap_or_default().to_owned())

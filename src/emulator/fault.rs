@@ -82,35 +82,22 @@ pub enum FaultKind {
 impl Fault {
     /// A fault for any transport.
     pub fn any(kind: FaultKind) -> Self {
-        Fault {
-            target: FaultTarget::Any,
-            kind,
-        }
+        Fault { target: FaultTarget::Any, kind }
     }
 
     /// A fault for the next WebSocket request or upgrade.
     pub fn ws(kind: FaultKind) -> Self {
-        Fault {
-            target: FaultTarget::Ws,
-            kind,
-        }
+        Fault { target: FaultTarget::Ws, kind }
     }
 
     /// A fault for the next HTTP request.
     pub fn http(kind: FaultKind) -> Self {
-        Fault {
-            target: FaultTarget::Http,
-            kind,
-        }
+        Fault { target: FaultTarget::Http, kind }
     }
 
     /// Parses `a;b;c` into faults.
     pub fn parse_list(s: &str) -> Result<Vec<Fault>, FaultError> {
-        s.split(';')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::parse)
-            .collect()
+        s.split(';').map(str::trim).filter(|p| !p.is_empty()).map(str::parse).collect()
     }
 }
 
@@ -138,16 +125,8 @@ impl FromStr for Fault {
                 let mut parts = arg.splitn(3, ':');
                 let event = num(parts.next().unwrap_or_default())?;
                 let status = status(parts.next().ok_or_else(bad)?)?;
-                let code = parts
-                    .next()
-                    .filter(|c| !c.is_empty())
-                    .ok_or_else(bad)?
-                    .to_owned();
-                FaultKind::ErrorAt {
-                    event,
-                    status,
-                    code,
-                }
+                let code = parts.next().filter(|c| !c.is_empty()).ok_or_else(bad)?.to_owned();
+                FaultKind::ErrorAt { event, status, code }
             }
             "rate_limit" => FaultKind::RateLimit,
             "evict" => FaultKind::Evict,
@@ -156,10 +135,7 @@ impl FromStr for Fault {
             "malformed_at" => FaultKind::MalformedAt(num(arg)?),
             "close" => {
                 let (code, after) = arg.split_once('@').unwrap_or((arg, "0"));
-                FaultKind::Close {
-                    code: status(code)?,
-                    after: num(after)?,
-                }
+                FaultKind::Close { code: status(code)?, after: num(after)? }
             }
             "no_pong" => FaultKind::NoPong,
             _ => return Err(bad()),
@@ -186,11 +162,7 @@ impl TurnFaults {
     pub fn add(&mut self, kind: FaultKind) {
         match kind {
             FaultKind::DropAfter(n) => self.drop_after = Some(n),
-            FaultKind::ErrorAt {
-                event,
-                status,
-                code,
-            } => self.error_at = Some((event, status, code)),
+            FaultKind::ErrorAt { event, status, code } => self.error_at = Some((event, status, code)),
             FaultKind::RateLimit => self.rate_limit = true,
             FaultKind::Evict => self.evict = true,
             FaultKind::Slow(d) => self.slow = d,
@@ -214,38 +186,16 @@ mod tests {
         assert_eq!(faults.len(), 10);
         assert_eq!(
             faults[1],
-            Fault::ws(FaultKind::ErrorAt {
-                event: 2,
-                status: 500,
-                code: "server_error".into()
-            })
+            Fault::ws(FaultKind::ErrorAt { event: 2, status: 500, code: "server_error".into() })
         );
         assert_eq!(faults[2], Fault::http(FaultKind::RateLimit));
-        assert_eq!(
-            faults[7].kind,
-            FaultKind::Close {
-                code: 1011,
-                after: 2
-            }
-        );
-        assert_eq!(
-            faults[8].kind,
-            FaultKind::Close {
-                code: 1001,
-                after: 0
-            }
-        );
+        assert_eq!(faults[7].kind, FaultKind::Close { code: 1011, after: 2 });
+        assert_eq!(faults[8].kind, FaultKind::Close { code: 1001, after: 0 });
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in [
-            "explode",
-            "drop_after=x",
-            "error_at=1:500",
-            "close=abc",
-            "slow",
-        ] {
+        for bad in ["explode", "drop_after=x", "error_at=1:500", "close=abc", "slow"] {
             assert!(bad.parse::<Fault>().is_err(), "{bad}");
         }
     }

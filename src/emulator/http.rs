@@ -27,10 +27,7 @@ pub(crate) async fn create(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
-            return fail(
-                &shared,
-                &ApiError::invalid("Request body too large or unreadable.", None, None),
-            );
+            return fail(&shared, &ApiError::invalid("Request body too large or unreadable.", None, None));
         }
     };
     shared.with_stats(|s| {
@@ -41,11 +38,7 @@ pub(crate) async fn create(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
     let body: Map<String, Value> = match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => map,
         _ => {
-            let e = ApiError::invalid(
-                "We could not parse the JSON body of your request.",
-                None,
-                None,
-            );
+            let e = ApiError::invalid("We could not parse the JSON body of your request.", None, None);
             return fail(&shared, &e);
         }
     };
@@ -86,9 +79,9 @@ pub(crate) async fn create(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                     sent += 1;
                     Ok(sse(&event))
                 }
-                Action::Malformed => Ok(Bytes::from_static(
-                    b"event: response.output_text.delta\ndata: {\"type\": \n\n",
-                )),
+                Action::Malformed => {
+                    Ok(Bytes::from_static(b"event: response.output_text.delta\ndata: {\"type\": \n\n"))
+                }
                 Action::Error(e) => {
                     let mut event = e.sse_event();
                     event["sequence_number"] = Value::from(sent);
@@ -108,27 +101,17 @@ pub(crate) async fn create(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             shared.with_stats(|s| s.errors += 1);
         }
     });
-    let body = StreamBody::new(stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
+    let body =
+        StreamBody::new(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }));
     let mut response = Response::new(body.boxed());
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
     response
 }
 
 fn sse(event: &Value) -> Bytes {
-    let kind = event
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("message");
+    let kind = event.get("type").and_then(Value::as_str).unwrap_or("message");
     Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
 }
 
@@ -139,14 +122,9 @@ fn fail(shared: &Shared, error: &ApiError) -> Response<Body> {
 
 fn aborted(shared: &Shared) -> Response<Body> {
     shared.with_stats(|s| s.errors += 1);
-    let body = StreamBody::new(stream::once(async {
-        Err(std::io::Error::other("emulated drop"))
-    }));
+    let body = StreamBody::new(stream::once(async { Err(std::io::Error::other("emulated drop")) }));
     let mut response = Response::new(body.boxed());
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response
 }
 

@@ -34,11 +34,7 @@ pub(crate) struct Ask<'a> {
 
 /// Hash of a context in normal form.
 pub(crate) fn context_hash(context: &[Value]) -> u64 {
-    xxh3_64(
-        Value::Array(oracle::normalize(context))
-            .to_string()
-            .as_bytes(),
-    )
+    xxh3_64(Value::Array(oracle::normalize(context)).to_string().as_bytes())
 }
 
 /// Runs the script over `context`; `new_id` mints unique item ids.
@@ -53,7 +49,8 @@ pub(crate) fn generate(
     let mut reasoning_tokens = 0;
     let mut bytes = 0usize;
     if script.reasoning {
-        let mut item = json!({"id": format!("rs_{h:016x}"), "type": "reasoning", "summary": [], "status": "completed"});
+        let mut item =
+            json!({"id": format!("rs_{h:016x}"), "type": "reasoning", "summary": [], "status": "completed"});
         if ask.encrypted_reasoning {
             let secret = xxh3_128(format!("reasoning:{h}").as_bytes());
             item["encrypted_content"] = Value::from(format!("gAAAAA{secret:032x}{h:016x}"));
@@ -70,8 +67,7 @@ pub(crate) fn generate(
                 .cloned()
                 .unwrap_or_else(|| "exec_command".to_owned());
             let seed = h ^ u64::from(i + 1);
-            let arguments =
-                json!({ "cmd": filler(seed, script.args.saturating_sub(10)) }).to_string();
+            let arguments = json!({ "cmd": filler(seed, script.args.saturating_sub(10)) }).to_string();
             bytes += arguments.len();
             output.push(json!({
                 "id": new_id("fc"), "type": "function_call", "status": "completed",
@@ -86,11 +82,7 @@ pub(crate) fn generate(
             "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
         }));
     }
-    Generated {
-        output,
-        output_tokens: super::cost::tokens(bytes) + reasoning_tokens,
-        reasoning_tokens,
-    }
+    Generated { output, output_tokens: super::cost::tokens(bytes) + reasoning_tokens, reasoning_tokens }
 }
 
 fn tool_outputs_since_last_user(context: &[Value]) -> u32 {
@@ -113,18 +105,16 @@ fn tool_names(tools: Option<&Value>) -> Vec<String> {
         .iter()
         .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
         .filter_map(|t| {
-            t.get("name")
-                .or_else(|| t.get("function").and_then(|f| f.get("name")))
-                .and_then(Value::as_str)
+            t.get("name").or_else(|| t.get("function").and_then(|f| f.get("name"))).and_then(Value::as_str)
         })
         .map(str::to_owned)
         .collect()
 }
 
 const WORDS: &[&str] = &[
-    "alpha", "bravo", "cargo", "delta", "echo", "fn", "grep", "hyper", "ident", "json", "kernel",
-    "lambda", "mutex", "node", "option", "parse", "query", "rust", "socket", "tokio", "unwrap",
-    "vector", "while", "xor", "yield", "zero",
+    "alpha", "bravo", "cargo", "delta", "echo", "fn", "grep", "hyper", "ident", "json", "kernel", "lambda",
+    "mutex", "node", "option", "parse", "query", "rust", "socket", "tokio", "unwrap", "vector", "while",
+    "xor", "yield", "zero",
 ];
 
 /// Deterministic ASCII text of exactly `len` bytes.
@@ -149,11 +139,7 @@ mod tests {
     use super::*;
 
     fn ask(script: &str) -> Ask<'static> {
-        Ask {
-            script: script.parse().expect("script"),
-            tools: None,
-            encrypted_reasoning: true,
-        }
+        Ask { script: script.parse().expect("script"), tools: None, encrypted_reasoning: true }
     }
 
     #[test]
@@ -164,35 +150,18 @@ mod tests {
             ids += 1;
             format!("{p}_{ids}")
         };
-        let first = generate(
-            std::slice::from_ref(&user),
-            &ask("tools=1,args=50"),
-            &mut id,
-        );
+        let first = generate(std::slice::from_ref(&user), &ask("tools=1,args=50"), &mut id);
         assert_eq!(first.output.len(), 1);
         let call = &first.output[0];
         assert_eq!(call["type"], "function_call");
         assert_eq!(call["name"], "exec_command");
         assert!(call["arguments"].as_str().is_some_and(|a| a.len() == 50));
-        let again = generate(
-            std::slice::from_ref(&user),
-            &ask("tools=1,args=50"),
-            &mut id,
-        );
+        let again = generate(std::slice::from_ref(&user), &ask("tools=1,args=50"), &mut id);
         assert_eq!(again.output[0]["call_id"], call["call_id"]);
         let out = json!({"type":"function_call_output","call_id":call["call_id"],"output":"ok"});
-        let second = generate(
-            &[user, call.clone(), out],
-            &ask("tools=1,answer=30,reasoning=1"),
-            &mut id,
-        );
+        let second = generate(&[user, call.clone(), out], &ask("tools=1,answer=30,reasoning=1"), &mut id);
         assert_eq!(second.output[0]["type"], "reasoning");
         assert!(second.output[0]["encrypted_content"].is_string());
-        assert_eq!(
-            second.output[1]["content"][0]["text"]
-                .as_str()
-                .map(str::len),
-            Some(30)
-        );
+        assert_eq!(second.output[1]["content"][0]["text"].as_str().map(str::len), Some(30));
     }
 }

@@ -30,10 +30,7 @@ pub struct Mismatch {
 
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |v: &Option<Value>| {
-            v.as_ref()
-                .map_or_else(|| "<end>".to_owned(), Value::to_string)
-        };
+        let show = |v: &Option<Value>| v.as_ref().map_or_else(|| "<end>".to_owned(), Value::to_string);
         write!(
             f,
             "contexts differ at item {}: expected {} got {}",
@@ -53,11 +50,7 @@ pub fn same_context(expected: &[Value], got: &[Value]) -> Result<(), Mismatch> {
         let e = expected.get(index).map(normalize_item);
         let g = got.get(index).map(normalize_item);
         if e != g {
-            return Err(Mismatch {
-                index,
-                expected: e,
-                got: g,
-            });
+            return Err(Mismatch { index, expected: e, got: g });
         }
     }
     Ok(())
@@ -77,15 +70,8 @@ pub fn normalize_item(item: &Value) -> Value {
     if !map.contains_key("type") && map.contains_key("role") {
         map.insert("type".into(), Value::from("message"));
     }
-    let kind = map
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if matches!(
-        kind.as_str(),
-        "message" | "function_call" | "function_call_output"
-    ) {
+    let kind = map.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if matches!(kind.as_str(), "message" | "function_call" | "function_call_output") {
         map.remove("id");
         map.remove("status");
     }
@@ -113,11 +99,7 @@ fn normalize_part(part: Value) -> Value {
         map.insert("type".into(), Value::from("input_text"));
     }
     for key in ["annotations", "logprobs"] {
-        if map
-            .get(key)
-            .and_then(Value::as_array)
-            .is_some_and(Vec::is_empty)
-        {
+        if map.get(key).and_then(Value::as_array).is_some_and(Vec::is_empty) {
             map.remove(key);
         }
     }
@@ -134,10 +116,7 @@ fn text_part(text: Value) -> Value {
 fn drop_nulls(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), drop_nulls(v)))
-                .collect(),
+            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), drop_nulls(v))).collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(drop_nulls).collect()),
         other => other.clone(),
@@ -179,10 +158,8 @@ mod tests {
         let r1 = [json!({"type":"reasoning","id":"rs_1","summary":[]})];
         let r2 = [json!({"type":"reasoning","id":"rs_2","summary":[]})];
         assert!(same_context(&r1, &r2).is_err());
-        let args1 =
-            [json!({"type":"function_call","call_id":"c","name":"f","arguments":"{\"a\":1}"})];
-        let args2 =
-            [json!({"type":"function_call","call_id":"c","name":"f","arguments":"{\"a\": 1}"})];
+        let args1 = [json!({"type":"function_call","call_id":"c","name":"f","arguments":"{\"a\":1}"})];
+        let args2 = [json!({"type":"function_call","call_id":"c","name":"f","arguments":"{\"a\": 1}"})];
         assert!(same_context(&args1, &args2).is_err());
     }
 }

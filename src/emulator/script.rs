@@ -33,14 +33,7 @@ pub struct Script {
 
 impl Default for Script {
     fn default() -> Self {
-        Script {
-            tools: 2,
-            parallel: 1,
-            args: 120,
-            answer: 200,
-            reasoning: false,
-            delta: 64,
-        }
+        Script { tools: 2, parallel: 1, args: 120, answer: 200, reasoning: false, delta: 64 }
     }
 }
 
@@ -59,20 +52,12 @@ impl FromStr for Script {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut script = Script::default();
-        let err = |reason: String| ScriptError {
-            input: s.to_owned(),
-            reason,
-        };
+        let err = |reason: String| ScriptError { input: s.to_owned(), reason };
         for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| err(format!("`{pair}` is not key=value")))?;
-            let number: u64 = value
-                .trim()
-                .parse()
-                .map_err(|_| err(format!("`{value}` is not a number")))?;
-            let small =
-                |n: u64| u32::try_from(n).map_err(|_| err(format!("`{value}` is too large")));
+            let (key, value) =
+                pair.split_once('=').ok_or_else(|| err(format!("`{pair}` is not key=value")))?;
+            let number: u64 = value.trim().parse().map_err(|_| err(format!("`{value}` is not a number")))?;
+            let small = |n: u64| u32::try_from(n).map_err(|_| err(format!("`{value}` is too large")));
             match key.trim() {
                 "tools" => script.tools = small(number)?,
                 "parallel" => script.parallel = small(number)?.max(1),
@@ -108,9 +93,7 @@ mod tests {
 
     #[test]
     fn parses_and_round_trips() {
-        let s: Script = "tools=3,parallel=2,args=200,answer=400,reasoning=1"
-            .parse()
-            .expect("parse");
+        let s: Script = "tools=3,parallel=2,args=200,answer=400,reasoning=1".parse().expect("parse");
         assert_eq!(s.tools, 3);
         assert_eq!(s.parallel, 2);
         assert!(s.reasoning);

@@ -61,9 +61,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         _ if path.starts_with("/v1/") && !authorized(&shared, req.headers()) => {
             error_response(&ApiError::unauthorized())
         }
-        (&Method::GET, "/v1/responses") if ws::is_upgrade(req.headers()) => {
-            ws::upgrade(shared, req)
-        }
+        (&Method::GET, "/v1/responses") if ws::is_upgrade(req.headers()) => ws::upgrade(shared, req),
         (&Method::POST, "/v1/responses") => http::create(shared, req).await,
         (&Method::GET, "/v1/models") => json_response(200, &models()),
         (&Method::GET, p) if p.starts_with("/v1/responses/") => {
@@ -112,20 +110,14 @@ fn models() -> Value {
 
 /// A full body.
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
 /// A JSON response with the given status.
 pub(crate) fn json_response(status: u16, value: &Value) -> Response<Body> {
     let mut response = Response::new(full(value.to_string()));
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response
 }
 

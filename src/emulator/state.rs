@@ -110,9 +110,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(config: EmulatorConfig) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         Shared {
             config,
             inner: Mutex::default(),
@@ -123,9 +122,7 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A fresh unique id with the given prefix (`resp`, `msg`, `fc`).
@@ -173,9 +170,10 @@ impl Shared {
     /// Takes a queued upgrade refusal, if any.
     pub fn take_refusal(&self) -> Option<u16> {
         let mut inner = self.lock();
-        let pos = inner.faults.iter().position(|f| {
-            f.target != FaultTarget::Http && matches!(f.kind, FaultKind::RefuseUpgrade(_))
-        })?;
+        let pos = inner
+            .faults
+            .iter()
+            .position(|f| f.target != FaultTarget::Http && matches!(f.kind, FaultKind::RefuseUpgrade(_)))?;
         match inner.faults.remove(pos).map(|f| f.kind) {
             Some(FaultKind::RefuseUpgrade(status)) => Some(status),
             _ => None,
@@ -229,9 +227,7 @@ impl Shared {
 fn matches_target(target: FaultTarget, transport: Transport) -> bool {
     matches!(
         (target, transport),
-        (FaultTarget::Any, _)
-            | (FaultTarget::Http, Transport::Http)
-            | (FaultTarget::Ws, Transport::Ws)
+        (FaultTarget::Any, _) | (FaultTarget::Http, Transport::Http) | (FaultTarget::Ws, Transport::Ws)
     )
 }
 

@@ -152,11 +152,7 @@ pub(crate) fn prepare(
         None => Parent::None,
         Some(id) => match latest.filter(|l| &l.id == id) {
             Some(l) => Parent::Latest(l.clone()),
-            None => Parent::Stored(
-                shared
-                    .stored(id)
-                    .ok_or_else(|| ApiError::previous_not_found(id))?,
-            ),
+            None => Parent::Stored(shared.stored(id).ok_or_else(|| ApiError::previous_not_found(id))?),
         },
     };
     validate::check_reasoning(&input, store)?;
@@ -176,53 +172,26 @@ pub(crate) fn prepare(
             .is_some_and(|inc| inc.iter().any(|v| v == "reasoning.encrypted_content")),
     };
     let generated = if warmup {
-        model::Generated {
-            output: Vec::new(),
-            output_tokens: 0,
-            reasoning_tokens: 0,
-        }
+        model::Generated { output: Vec::new(), output_tokens: 0, reasoning_tokens: 0 }
     } else {
         model::generate(&context, &ask, |p| shared.new_id(p))
     };
 
     let cost = &shared.config.cost;
-    let instructions = body
-        .get("instructions")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let input_tokens =
-        context_tokens(&context) + instructions.as_deref().map_or(0, |i| tokens(i.len()));
+    let instructions = body.get("instructions").and_then(Value::as_str).map(str::to_owned);
+    let input_tokens = context_tokens(&context) + instructions.as_deref().map_or(0, |i| tokens(i.len()));
     let (cached, rehydrated) = match &parent {
         Parent::Latest(p) => (p.tokens, 0),
         Parent::Stored(p) => (0, p.tokens),
         Parent::None => (prefix_hit(shared, &context), 0),
     };
-    let usage = events::usage(
-        input_tokens,
-        cached,
-        generated.output_tokens,
-        generated.reasoning_tokens,
-    );
+    let usage = events::usage(input_tokens, cached, generated.output_tokens, generated.reasoning_tokens);
     let response_id = shared.new_id("resp");
-    let created_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let completed = events::response_object(
-        &response_id,
-        created_at,
-        "completed",
-        body,
-        generated.output,
-        usage,
-    );
-    let in_progress = events::response_object(
-        &response_id,
-        created_at,
-        "in_progress",
-        body,
-        Vec::new(),
-        Value::Null,
-    );
+    let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let completed =
+        events::response_object(&response_id, created_at, "completed", body, generated.output, usage);
+    let in_progress =
+        events::response_object(&response_id, created_at, "in_progress", body, Vec::new(), Value::Null);
     let events = events::sequence(&in_progress, &completed, script.delta);
 
     shared.with_stats(|s| {
@@ -244,12 +213,7 @@ pub(crate) fn prepare(
         response_id,
         parent_id,
         store,
-        before_first: cost.before_first_event(
-            bytes,
-            context.len(),
-            input_tokens - cached,
-            rehydrated,
-        ),
+        before_first: cost.before_first_event(bytes, context.len(), input_tokens - cached, rehydrated),
         context,
         completed,
         events,
@@ -258,10 +222,7 @@ pub(crate) fn prepare(
 }
 
 fn context_tokens(context: &[Value]) -> u64 {
-    context
-        .iter()
-        .map(|i| tokens(oracle::normalize_item(i).to_string().len()))
-        .sum()
+    context.iter().map(|i| tokens(oracle::normalize_item(i).to_string().len())).sum()
 }
 
 /// Cached tokens of a fresh request: the longest remembered prefix, when the
@@ -299,28 +260,16 @@ impl Turn {
                 return steps;
             }
             if f.malformed_at == Some(n32) {
-                steps.push(Step {
-                    delay: Duration::ZERO,
-                    action: Action::Malformed,
-                });
+                steps.push(Step { delay: Duration::ZERO, action: Action::Malformed });
             }
             let mut json = event.json.clone();
             json["sequence_number"] = Value::from(n);
-            steps.push(Step {
-                delay,
-                action: Action::Event(json),
-            });
+            steps.push(Step { delay, action: Action::Event(json) });
         }
         if let Some((code, _)) = f.close {
-            steps.push(Step {
-                delay: Duration::ZERO,
-                action: Action::Close(code),
-            });
+            steps.push(Step { delay: Duration::ZERO, action: Action::Close(code) });
         } else if f.drop_after.is_some() {
-            steps.push(Step {
-                delay: Duration::ZERO,
-                action: Action::Drop,
-            });
+            steps.push(Step { delay: Duration::ZERO, action: Action::Drop });
         }
         steps
     }
@@ -346,9 +295,7 @@ impl Turn {
         shared.with_stats(|s| {
             s.completed += 1;
             s.input_tokens += usage["input_tokens"].as_u64().unwrap_or(0);
-            s.cached_tokens += usage["input_tokens_details"]["cached_tokens"]
-                .as_u64()
-                .unwrap_or(0);
+            s.cached_tokens += usage["input_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0);
             s.output_tokens += usage["output_tokens"].as_u64().unwrap_or(0);
         });
         held

@@ -41,42 +41,31 @@ const ROLES: &[&str] = &["user", "assistant", "system", "developer"];
 pub(crate) fn input_items(body: &Map<String, Value>) -> Result<Vec<Value>, ApiError> {
     match body.get("input") {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(text)) => {
-            Ok(vec![json!({"type":"message","role":"user","content":text})])
-        }
+        Some(Value::String(text)) => Ok(vec![json!({"type":"message","role":"user","content":text})]),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 check_item(i, item)?;
             }
             Ok(items.clone())
         }
-        Some(_) => Err(ApiError::input(
-            "Invalid type for 'input': expected a string or an array of items.",
-        )),
+        Some(_) => Err(ApiError::input("Invalid type for 'input': expected a string or an array of items.")),
     }
 }
 
 fn check_item(i: usize, item: &Value) -> Result<(), ApiError> {
     let Some(map) = item.as_object() else {
-        return Err(ApiError::input(format!(
-            "Invalid type for 'input[{i}]': expected an object."
-        )));
+        return Err(ApiError::input(format!("Invalid type for 'input[{i}]': expected an object.")));
     };
     let kind = match map.get("type") {
         None if map.contains_key("role") => "message",
         Some(Value::String(kind)) => kind.as_str(),
         _ => {
-            return Err(ApiError::input(format!(
-                "Missing required parameter: 'input[{i}].type'."
-            )));
+            return Err(ApiError::input(format!("Missing required parameter: 'input[{i}].type'.")));
         }
     };
     if !KNOWN_KINDS.contains(&kind) {
         return Err(ApiError::invalid(
-            format!(
-                "Invalid value: '{kind}'. Supported values are: {}.",
-                KNOWN_KINDS.join(", ")
-            ),
+            format!("Invalid value: '{kind}'. Supported values are: {}.", KNOWN_KINDS.join(", ")),
             Some("input"),
             Some("invalid_value"),
         ));
@@ -84,9 +73,7 @@ fn check_item(i: usize, item: &Value) -> Result<(), ApiError> {
     let need_str = |key: &str| -> Result<(), ApiError> {
         match map.get(key) {
             Some(Value::String(_)) => Ok(()),
-            _ => Err(ApiError::input(format!(
-                "Missing or invalid 'input[{i}].{key}': expected a string."
-            ))),
+            _ => Err(ApiError::input(format!("Missing or invalid 'input[{i}].{key}': expected a string."))),
         }
     };
     match kind {
@@ -94,9 +81,7 @@ fn check_item(i: usize, item: &Value) -> Result<(), ApiError> {
             need_str("role")?;
             let role = map.get("role").and_then(Value::as_str).unwrap_or_default();
             if !ROLES.contains(&role) {
-                return Err(ApiError::input(format!(
-                    "Invalid value for 'input[{i}].role': '{role}'."
-                )));
+                return Err(ApiError::input(format!("Invalid value for 'input[{i}].role': '{role}'.")));
             }
             match map.get("content") {
                 Some(Value::String(_)) => Ok(()),
@@ -109,26 +94,18 @@ fn check_item(i: usize, item: &Value) -> Result<(), ApiError> {
         "function_call" | "custom_tool_call" => {
             need_str("call_id")?;
             need_str("name")?;
-            need_str(if kind == "function_call" {
-                "arguments"
-            } else {
-                "input"
-            })
+            need_str(if kind == "function_call" { "arguments" } else { "input" })
         }
         "function_call_output" | "custom_tool_call_output" => {
             need_str("call_id")?;
             match map.get("output") {
                 Some(Value::String(_) | Value::Array(_)) => Ok(()),
-                _ => Err(ApiError::input(format!(
-                    "Missing or invalid 'input[{i}].output'."
-                ))),
+                _ => Err(ApiError::input(format!("Missing or invalid 'input[{i}].output'."))),
             }
         }
         "reasoning" => match map.get("summary") {
             Some(Value::Array(_)) => Ok(()),
-            _ => Err(ApiError::input(format!(
-                "Missing required parameter: 'input[{i}].summary'."
-            ))),
+            _ => Err(ApiError::input(format!("Missing required parameter: 'input[{i}].summary'."))),
         },
         "item_reference" => need_str("id"),
         _ => Ok(()),
@@ -145,12 +122,7 @@ pub(crate) fn check_reasoning(input: &[Value], store: bool) -> Result<(), ApiErr
         return Ok(());
     }
     for item in input {
-        if kind(item) == "reasoning"
-            && item
-                .get("encrypted_content")
-                .and_then(Value::as_str)
-                .is_none()
-        {
+        if kind(item) == "reasoning" && item.get("encrypted_content").and_then(Value::as_str).is_none() {
             let id = item.get("id").and_then(Value::as_str).unwrap_or("?");
             return Err(ApiError::input(format!(
                 "Item with id '{id}' not found. Items are not persisted when `store` is set to false. \
@@ -166,11 +138,7 @@ pub(crate) fn check_pairing(context: &[Value]) -> Result<(), ApiError> {
     let mut open: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     for item in context {
-        let call_id = item
-            .get("call_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let call_id = item.get("call_id").and_then(Value::as_str).unwrap_or_default().to_owned();
         match kind(item) {
             "function_call" | "custom_tool_call" => {
                 seen.insert(call_id.clone());
@@ -188,9 +156,7 @@ pub(crate) fn check_pairing(context: &[Value]) -> Result<(), ApiError> {
         }
     }
     match open.first() {
-        Some(call_id) => Err(ApiError::input(format!(
-            "No tool output found for function call {call_id}."
-        ))),
+        Some(call_id) => Err(ApiError::input(format!("No tool output found for function call {call_id}."))),
         None => Ok(()),
     }
 }

@@ -15,8 +15,8 @@ pub mod record;
 pub mod request;
 pub mod turn;
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http::{HeaderMap, Request, Response, header};
@@ -28,10 +28,10 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http::body::{self, Body};
 use crate::session::{
-    self, ChainSeed, FreshReason, Plan, SessionLimits, SessionStore, SocketId, SocketStates, SocketStatus, TenantId,
+    self, ChainSeed, FreshReason, Plan, SessionLimits, SessionStore, SocketId, SocketStates, SocketStatus,
+    TenantId,
 };
 use crate::upstream::{Credentials, SocketSnapshot, UpstreamPool, WsSettings};
-use record::Route;
 use request::ParsedRequest;
 
 /// State of the managed path, shared by all requests.
@@ -124,7 +124,9 @@ fn random_salt() -> [u8; 16] {
     for (i, chunk) in out.chunks_mut(8).enumerate() {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(i);
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+        );
         chunk.copy_from_slice(&h.finish().to_le_bytes());
     }
     out
@@ -161,7 +163,8 @@ pub async fn responses(app: &Arc<App>, req: Request<Incoming>) -> Result<Respons
     } else {
         None
     };
-    let mut turn = turn::Turn::new(app, bytes.clone(), &parsed, &parts.headers, creds, tenant, (started, received));
+    let mut turn =
+        turn::Turn::new(app, bytes.clone(), &parsed, &parts.headers, creds, tenant, (started, received));
     if let Some(reason) = http_reason {
         return turn.http_fallback(reason).await;
     }
@@ -190,7 +193,8 @@ fn fingerprint_input(seed: &ChainSeed<'_>, parsed: &ParsedRequest<'_>) -> Option
     match (&parsed.items, parsed.input) {
         (Some(items), _) => session::fingerprint(seed, items).ok(),
         (None, Some(text)) => {
-            let item = RawValue::from_string(format!(r#"{{"role":"user","content":{}}}"#, text.get())).ok()?;
+            let item =
+                RawValue::from_string(format!(r#"{{"role":"user","content":{}}}"#, text.get())).ok()?;
             session::fingerprint(seed, &[&*item]).ok()
         }
         (None, None) => None,

@@ -95,7 +95,21 @@ impl<'a> Turn<'a> {
             outcome: "",
         };
         let mode = if parsed.stream { Mode::Sse } else { Mode::Json };
-        Turn { app, body, parsed, headers, creds, tenant, mode, cont: None, prefer: None, route: Route::Fresh, record, started, received }
+        Turn {
+            app,
+            body,
+            parsed,
+            headers,
+            creds,
+            tenant,
+            mode,
+            cont: None,
+            prefer: None,
+            route: Route::Fresh,
+            record,
+            started,
+            received,
+        }
     }
 
     /// Applies the session store's plan.
@@ -188,7 +202,10 @@ impl<'a> Turn<'a> {
 
     /// Gets a socket: the continuation's own, or any of this tenant's.
     /// `Err(None)` means "plan changed, loop again"; `Err(Some(resp))` is the answer.
-    async fn checkout(&mut self, retries: &mut u8) -> Result<Lease, Option<Result<Response<Body>, ProxyError>>> {
+    async fn checkout(
+        &mut self,
+        retries: &mut u8,
+    ) -> Result<Lease, Option<Result<Response<Body>, ProxyError>>> {
         let m = &self.app.managed;
         let prefer = self.cont.as_ref().map(|c| c.socket).or(self.prefer);
         let err = match m.pool.checkout(self.tenant.0, &self.creds, prefer).await {
@@ -292,7 +309,9 @@ impl<'a> Turn<'a> {
                 "previous_response_not_found" if self.cont.is_some() => {
                     return Attempt::RetrySameSocket("previous_response_not_found->fresh");
                 }
-                "websocket_connection_limit_reached" => return Attempt::RetryNewSocket("connection_limit->fresh"),
+                "websocket_connection_limit_reached" => {
+                    return Attempt::RetryNewSocket("connection_limit->fresh");
+                }
                 _ => {}
             }
         }
@@ -300,7 +319,13 @@ impl<'a> Turn<'a> {
     }
 
     /// Answers a response that ended before streaming began.
-    fn ended(mut self, lease: Lease, fp: Option<Fingerprint>, outcome: Outcome, out: Bytes) -> Response<Body> {
+    fn ended(
+        mut self,
+        lease: Lease,
+        fp: Option<Fingerprint>,
+        outcome: Outcome,
+        out: Bytes,
+    ) -> Response<Body> {
         let resp = match (&outcome, self.mode) {
             (Outcome::Error { status, json_body, .. }, _) => {
                 self.record.outcome = "error";
@@ -310,16 +335,24 @@ impl<'a> Turn<'a> {
                 self.record.outcome = "failed";
                 json_response(*status, json_body.clone())
             }
-            (Outcome::Completed { json_body: Some(b), .. } | Outcome::Incomplete { json_body: Some(b), .. }, Mode::Json) => {
-                json_response(200, b.clone())
-            }
+            (
+                Outcome::Completed { json_body: Some(b), .. }
+                | Outcome::Incomplete { json_body: Some(b), .. },
+                Mode::Json,
+            ) => json_response(200, b.clone()),
             _ => sse_response(body::full(out)),
         };
         self.record.status = resp.status().as_u16();
         self.respond(resp, lease, fp, outcome)
     }
 
-    fn respond(mut self, mut resp: Response<Body>, lease: Lease, fp: Option<Fingerprint>, outcome: Outcome) -> Response<Body> {
+    fn respond(
+        mut self,
+        mut resp: Response<Body>,
+        lease: Lease,
+        fp: Option<Fingerprint>,
+        outcome: Outcome,
+    ) -> Response<Body> {
         resp.headers_mut().insert("x-tether-route", HeaderValue::from_static(self.route.label()));
         self.finish(&lease, fp, &outcome);
         drop(lease);
@@ -391,7 +424,10 @@ impl<'a> Turn<'a> {
             let tail = match outcome {
                 Some(_) => last,
                 None if client_gone => Bytes::new(),
-                None => translator.sse_error_event("The upstream connection was lost mid-response.", Some("upstream_error")),
+                None => translator.sse_error_event(
+                    "The upstream connection was lost mid-response.",
+                    Some("upstream_error"),
+                ),
             };
             if !tail.is_empty() {
                 let _ = tx.send(tail).await;

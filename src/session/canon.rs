@@ -289,11 +289,7 @@ fn hash_assistant_part(h: &mut Xxh3Default, part: &Node<'_>) {
 
 /// Hashes an object whose fields are already sorted by key (as parsed);
 /// `output_text_as_input` maps `type:"output_text"` to `"input_text"`.
-fn hash_sorted_obj(
-    h: &mut Xxh3Default,
-    o: &[(Cow<'_, str>, Node<'_>)],
-    output_text_as_input: bool,
-) {
+fn hash_sorted_obj(h: &mut Xxh3Default, o: &[(Cow<'_, str>, Node<'_>)], output_text_as_input: bool) {
     let kept = o.iter().filter(|(k, v)| !dropped_anywhere(k, v)).count();
     put_len(h, TAG_OBJ, kept);
     for (k, v) in o.iter().filter(|(k, v)| !dropped_anywhere(k, v)) {
@@ -357,10 +353,8 @@ pub(crate) fn hash_item(node: &Node<'_>) -> (u128, ItemKind) {
     let role = str_field(o, "role");
     let kind = kind_of(ty, role);
     let is_message = matches!(kind, ItemKind::Message(_));
-    let drop_server_fields = matches!(
-        kind,
-        ItemKind::Message(_) | ItemKind::FunctionCall | ItemKind::FunctionCallOutput
-    );
+    let drop_server_fields =
+        matches!(kind, ItemKind::Message(_) | ItemKind::FunctionCall | ItemKind::FunctionCallOutput);
     let assistant = is_message && role == Some("assistant");
     let mut fields: Vec<(&str, Field<'_, '_>)> = Vec::with_capacity(o.len() + 1);
     for (k, v) in o {
@@ -368,11 +362,7 @@ pub(crate) fn hash_item(node: &Node<'_>) -> (u128, ItemKind) {
         if dropped_anywhere(k, v) || (drop_server_fields && (k == "id" || k == "status")) {
             continue;
         }
-        let f = if is_message && k == "content" {
-            Field::Content(v, assistant)
-        } else {
-            Field::Plain(v)
-        };
+        let f = if is_message && k == "content" { Field::Content(v, assistant) } else { Field::Plain(v) };
         fields.push((k, f));
     }
     if is_message && ty_missing {

@@ -71,12 +71,8 @@ impl SessionStore {
         }
         let mut best: Option<(usize, ItemKind)> = None;
         for s in &candidates {
-            let common = s
-                .diag
-                .iter()
-                .enumerate()
-                .take_while(|(i, d)| fp.short_hash(*i) == Some(d.hash))
-                .count();
+            let common =
+                s.diag.iter().enumerate().take_while(|(i, d)| fp.short_hash(*i) == Some(d.hash)).count();
             if best.is_none_or(|(b, _)| common > b)
                 && let Some(ours) = s.kind(common)
             {
@@ -84,11 +80,9 @@ impl SessionStore {
             }
         }
         match best {
-            Some((index, ours)) if index > 0 => FreshReason::DivergedAt {
-                index,
-                ours,
-                theirs: fp.kind(index),
-            },
+            Some((index, ours)) if index > 0 => {
+                FreshReason::DivergedAt { index, ours, theirs: fp.kind(index) }
+            }
             _ => FreshReason::NoMatchingTip,
         }
     }

@@ -118,11 +118,8 @@ impl Fingerprint {
     pub fn extend(&mut self, items: &[&RawValue]) -> Result<(), ItemError> {
         for raw in items {
             let index = self.len();
-            let node =
-                serde_json::from_str::<Node<'_>>(raw.get()).map_err(|e| ItemError::Invalid {
-                    index,
-                    message: e.to_string(),
-                })?;
+            let node = serde_json::from_str::<Node<'_>>(raw.get())
+                .map_err(|e| ItemError::Invalid { index, message: e.to_string() })?;
             self.push(&node, index)?;
         }
         Ok(())
@@ -132,10 +129,8 @@ impl Fingerprint {
     pub fn extend_values(&mut self, items: &[Value]) -> Result<(), ItemError> {
         for v in items {
             let index = self.len();
-            let node = Node::deserialize(v).map_err(|e| ItemError::Invalid {
-                index,
-                message: e.to_string(),
-            })?;
+            let node =
+                Node::deserialize(v).map_err(|e| ItemError::Invalid { index, message: e.to_string() })?;
             self.push(&node, index)?;
         }
         Ok(())
@@ -172,11 +167,7 @@ impl Fingerprint {
     pub fn content_at(&self, k: usize) -> u128 {
         match k {
             0 => self.content_seed,
-            k => self
-                .content
-                .get(k - 1)
-                .copied()
-                .unwrap_or(self.content_seed),
+            k => self.content.get(k - 1).copied().unwrap_or(self.content_seed),
         }
     }
 

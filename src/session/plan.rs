@@ -98,11 +98,7 @@ impl FreshReason {
 impl fmt::Display for FreshReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FreshReason::DivergedAt {
-                index,
-                ours,
-                theirs,
-            } => write!(
+            FreshReason::DivergedAt { index, ours, theirs } => write!(
                 f,
                 "diverged from the nearest session at item {index} (session has {ours}, request has {theirs})"
             ),

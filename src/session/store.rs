@@ -29,10 +29,7 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        SessionLimits {
-            max: 10_000,
-            ttl: Duration::from_secs(30 * 60),
-        }
+        SessionLimits { max: 10_000, ttl: Duration::from_secs(30 * 60) }
     }
 }
 
@@ -188,22 +185,14 @@ impl SessionStore {
         fresh(self.diagnose(fp))
     }
 
-    fn plan_from(
-        &mut self,
-        id: SessionId,
-        k: usize,
-        now: Instant,
-        sockets: &impl SocketStates,
-    ) -> Plan {
+    fn plan_from(&mut self, id: SessionId, k: usize, now: Instant, sockets: &impl SocketStates) -> Plan {
         let Some(s) = self.sessions.get_mut(&id) else {
             return fresh(FreshReason::NoMatchingTip);
         };
         let reason = match sockets.status(s.socket) {
             SocketStatus::Busy => return fresh(FreshReason::SocketBusy),
             SocketStatus::Gone => FreshReason::SocketGone,
-            SocketStatus::Idle {
-                latest_response_id: Some(latest),
-            } if latest == &*s.response_id => {
+            SocketStatus::Idle { latest_response_id: Some(latest) } if latest == &*s.response_id => {
                 s.last_used = now;
                 return Plan::Continue {
                     session: id,
@@ -234,14 +223,9 @@ impl SessionStore {
         self.sweep(now);
         let tip = fp.tip();
         let advancing = session.filter(|id| {
-            self.sessions
-                .peek(id)
-                .is_some_and(|s| s.items <= fp.len() && fp.chain_at(s.items) == s.tip)
+            self.sessions.peek(id).is_some_and(|s| s.items <= fp.len() && fp.chain_at(s.items) == s.tip)
         });
-        let others = [
-            self.tips.get(&tip).copied(),
-            self.by_socket.get(&socket).copied(),
-        ];
+        let others = [self.tips.get(&tip).copied(), self.by_socket.get(&socket).copied()];
         for other in others {
             if let Some(other) = other
                 && Some(other) != advancing
@@ -313,12 +297,7 @@ impl SessionStore {
     /// After a response that did not complete (`incomplete`, `failed`):
     /// `fp` is its input ++ partial output. A request echoing it is fresh
     /// (`ParentNotCompleted`); the socket no longer holds a usable parent.
-    pub fn record_incomplete(
-        &mut self,
-        session: Option<SessionId>,
-        fp: &Fingerprint,
-        socket: SocketId,
-    ) {
+    pub fn record_incomplete(&mut self, session: Option<SessionId>, fp: &Fingerprint, socket: SocketId) {
         if let Some(id) = session {
             self.retire(id, FreshReason::ParentNotLatest);
         }
@@ -437,9 +416,6 @@ fn millis(d: Duration) -> u64 {
 
 fn diag_of(fp: &Fingerprint) -> Box<[DiagItem]> {
     (0..fp.len().min(DIAG_ITEMS))
-        .map(|i| DiagItem {
-            hash: fp.short_hash(i).unwrap_or(0),
-            kind: fp.kind(i),
-        })
+        .map(|i| DiagItem { hash: fp.short_hash(i).unwrap_or(0), kind: fp.kind(i) })
         .collect()
 }

@@ -64,10 +64,7 @@ mod tests {
         let a = TenantId::derive(b"s", Some(b"Bearer k"), None, None);
         assert_eq!(a, TenantId::derive(b"s", Some(b"Bearer k"), None, None));
         assert_ne!(a, TenantId::derive(b"t", Some(b"Bearer k"), None, None));
-        assert_ne!(
-            a,
-            TenantId::derive(b"s", Some(b"Bearer k"), Some(b""), None)
-        );
+        assert_ne!(a, TenantId::derive(b"s", Some(b"Bearer k"), Some(b""), None));
         assert_ne!(a, TenantId::derive(b"s", None, Some(b"Bearer k"), None));
         let x = TenantId::derive(b"s", Some(b"ab"), Some(b"c"), None);
         assert_ne!(x, TenantId::derive(b"s", Some(b"a"), Some(b"bc"), None));

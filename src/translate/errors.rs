@@ -105,28 +105,20 @@ pub fn error_body_from_frame(frame: &str) -> Result<FrameError, TranslateError> 
     let message = nested.message.or(f.message);
     let param = nested.param.or(f.param);
     let status = f.status.unwrap_or(500);
-    let kind = nested
-        .kind
-        .unwrap_or(Cow::Borrowed(kind_for_status(status)));
+    let kind = nested.kind.unwrap_or(Cow::Borrowed(kind_for_status(status)));
     let body = api_error_body(
         message.as_deref().unwrap_or("upstream error"),
         &kind,
         param.as_deref(),
         code.as_deref(),
     );
-    Ok(FrameError {
-        status,
-        code: code.map(Cow::into_owned),
-        body,
-    })
+    Ok(FrameError { status, code: code.map(Cow::into_owned), body })
 }
 
 /// The status and error body for a `response.failed` Response's `error`
 /// object (`{"code","message"}`), or a generic server error when absent.
 pub(crate) fn failed_body(error: Option<&str>) -> (u16, Bytes) {
-    let fields: ErrorFields<'_> = error
-        .and_then(|e| serde_json::from_str(e).ok())
-        .unwrap_or_default();
+    let fields: ErrorFields<'_> = error.and_then(|e| serde_json::from_str(e).ok()).unwrap_or_default();
     let status = status_for_code(fields.code.as_deref());
     let body = api_error_body(
         fields.message.as_deref().unwrap_or("the response failed"),

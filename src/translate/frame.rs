@@ -95,15 +95,8 @@ pub(crate) fn rewrite_response<'r>(
             // Absent field: insert it right after the opening brace.
             let open = resp.find('{').map_or(0, |i| i + 1);
             let rest = &resp[open..];
-            let sep = if rest.trim_start().starts_with('}') {
-                ""
-            } else {
-                ","
-            };
-            Cow::Owned(format!(
-                "{}\"previous_response_id\":{value}{sep}{rest}",
-                &resp[..open]
-            ))
+            let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
+            Cow::Owned(format!("{}\"previous_response_id\":{value}{sep}{rest}", &resp[..open]))
         }
     }
 }

@@ -15,17 +15,11 @@ mod tests;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::value::RawValue;
 
-pub use errors::{
-    FrameError, error_body_from_frame, sse_error_event, sse_error_event_seq, status_for_code,
-};
+pub use errors::{FrameError, error_body_from_frame, sse_error_event, sse_error_event_seq, status_for_code};
 use frame::{Head, ResponseView, rewrite_response, splice};
 
 /// Frame types that end a response and must carry the Response object.
-const TERMINAL: [&str; 3] = [
-    "response.completed",
-    "response.failed",
-    "response.incomplete",
-];
+const TERMINAL: [&str; 3] = ["response.completed", "response.failed", "response.incomplete"];
 
 /// What the downstream client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,12 +106,7 @@ impl Translator {
     /// A translator for one response; `client_previous_response_id` is the
     /// value the client sent (usually `None`), restored in every Response.
     pub fn new(mode: Mode, client_previous_response_id: Option<String>) -> Self {
-        Self {
-            mode,
-            client_prev: client_previous_response_id,
-            last_seq: None,
-            ended: false,
-        }
+        Self { mode, client_prev: client_previous_response_id, last_seq: None, ended: false }
     }
 
     /// The highest `sequence_number` seen so far.
@@ -139,10 +128,7 @@ impl Translator {
         }
         let head: Head<'_> =
             serde_json::from_str(frame).map_err(|e| TranslateError::Malformed(e.to_string()))?;
-        if let Some(n) = head
-            .sequence_number
-            .and_then(|raw| raw.get().parse::<u64>().ok())
-        {
+        if let Some(n) = head.sequence_number.and_then(|raw| raw.get().parse::<u64>().ok()) {
             self.last_seq = Some(n);
         }
         let kind = head.kind.as_ref();
@@ -150,17 +136,11 @@ impl Translator {
             Some(resp) => self.response_frame(frame, kind, resp)?,
             None if kind == "error" => {
                 let e = error_body_from_frame(frame)?;
-                let end = Outcome::Error {
-                    status: e.status,
-                    code: e.code,
-                    json_body: e.body,
-                };
+                let end = Outcome::Error { status: e.status, code: e.code, json_body: e.body };
                 (std::borrow::Cow::Borrowed(frame), Some(end))
             }
             None if TERMINAL.contains(&kind) => {
-                return Err(TranslateError::Malformed(format!(
-                    "{kind} without a response object"
-                )));
+                return Err(TranslateError::Malformed(format!("{kind} without a response object")));
             }
             None => (std::borrow::Cow::Borrowed(frame), None),
         };
@@ -204,16 +184,9 @@ impl Translator {
                         .map_err(|e| TranslateError::Malformed(format!("response.output: {e}")))?,
                     None => Vec::new(),
                 };
-                Some(Outcome::Completed {
-                    response_id: id()?,
-                    output,
-                    json_body: json_body(),
-                })
+                Some(Outcome::Completed { response_id: id()?, output, json_body: json_body() })
             }
-            "response.incomplete" => Some(Outcome::Incomplete {
-                response_id: id()?,
-                json_body: json_body(),
-            }),
+            "response.incomplete" => Some(Outcome::Incomplete { response_id: id()?, json_body: json_body() }),
             "response.failed" => {
                 let (status, json_body) = errors::failed_body(view.error.map(RawValue::get));
                 Some(Outcome::Failed { status, json_body })

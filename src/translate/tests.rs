@@ -56,11 +56,7 @@ fn non_response_frames_pass_through_byte_for_byte() {
 
 #[test]
 fn response_frames_unchanged_when_prev_matches() {
-    let kinds = [
-        "response.created",
-        "response.in_progress",
-        "response.queued",
-    ];
+    let kinds = ["response.created", "response.in_progress", "response.queued"];
     for (client, upstream) in [(None, "null"), (Some("resp_c"), "\"resp_c\"")] {
         for kind in kinds {
             let f = frame(kind, 0, &resp("resp_1", "in_progress", upstream, "[]"));
@@ -81,11 +77,7 @@ fn response_frames_rewrite_prev_back_to_client_value() {
         (Some("we\"ird"), "null", r#""we\"ird""#),
     ];
     for (client, upstream, want) in cases {
-        for kind in [
-            "response.created",
-            "response.in_progress",
-            "response.queued",
-        ] {
+        for kind in ["response.created", "response.in_progress", "response.queued"] {
             let f = frame(kind, 1, &resp("resp_1", "in_progress", upstream, "[]"));
             let expect = frame(kind, 1, &resp("resp_1", "in_progress", want, "[]"));
             let mut t = Translator::new(Mode::Sse, client.map(str::to_owned));
@@ -99,16 +91,8 @@ fn response_frames_rewrite_prev_back_to_client_value() {
 fn nested_previous_response_id_elsewhere_is_untouched() {
     // An output item that happens to contain the same key must not be edited.
     let output = r#"[{"type":"message","previous_response_id":"resp_x"}]"#;
-    let f = frame(
-        "response.completed",
-        9,
-        &resp("resp_2", "completed", "\"resp_tether\"", output),
-    );
-    let expect = frame(
-        "response.completed",
-        9,
-        &resp("resp_2", "completed", "null", output),
-    );
+    let f = frame("response.completed", 9, &resp("resp_2", "completed", "\"resp_tether\"", output));
+    let expect = frame("response.completed", 9, &resp("resp_2", "completed", "null", output));
     let mut t = Translator::new(Mode::Sse, None);
     let step = t.on_frame(&f).expect("valid");
     assert_eq!(text(&step.out), sse("response.completed", &expect));
@@ -118,16 +102,10 @@ fn nested_previous_response_id_elsewhere_is_untouched() {
 fn missing_prev_field_is_inserted_only_when_client_sent_one() {
     let f = r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#;
     let mut t = Translator::new(Mode::Sse, None);
-    assert_eq!(
-        text(&t.on_frame(f).expect("valid").out),
-        sse("response.created", f)
-    );
+    assert_eq!(text(&t.on_frame(f).expect("valid").out), sse("response.created", f));
     let mut t = Translator::new(Mode::Sse, Some("resp_c".into()));
     let want = r#"{"type":"response.created","response":{"previous_response_id":"resp_c","id":"resp_1","status":"in_progress"}}"#;
-    assert_eq!(
-        text(&t.on_frame(f).expect("valid").out),
-        sse("response.created", want)
-    );
+    assert_eq!(text(&t.on_frame(f).expect("valid").out), sse("response.created", want));
 }
 
 #[test]
@@ -140,14 +118,7 @@ fn completed_in_both_modes() {
         let mut t = Translator::new(mode, None);
         let step = t.on_frame(&f).expect("valid");
         match (mode, step.end) {
-            (
-                _,
-                Some(Outcome::Completed {
-                    response_id,
-                    output: items,
-                    json_body,
-                }),
-            ) => {
+            (_, Some(Outcome::Completed { response_id, output: items, json_body })) => {
                 assert_eq!(response_id, "resp_2");
                 assert_eq!(items.len(), 2);
                 assert!(items[1].get().contains("\"fc_1\""));
@@ -177,10 +148,7 @@ fn incomplete_in_both_modes() {
         let mut t = Translator::new(mode, None);
         let step = t.on_frame(&f).expect("valid");
         match step.end {
-            Some(Outcome::Incomplete {
-                response_id,
-                json_body,
-            }) => {
+            Some(Outcome::Incomplete { response_id, json_body }) => {
                 assert_eq!(response_id, "resp_3");
                 assert_eq!(json_body.is_some(), mode == Mode::Json);
                 if mode == Mode::Json {
@@ -210,13 +178,9 @@ fn failed_maps_code_to_status() {
             let step = t.on_frame(&f).expect("valid");
             assert_eq!(step.out.is_empty(), mode == Mode::Json);
             match step.end {
-                Some(Outcome::Failed {
-                    status: s,
-                    json_body,
-                }) => {
+                Some(Outcome::Failed { status: s, json_body }) => {
                     assert_eq!(s, status, "{code}");
-                    let v: serde_json::Value =
-                        serde_json::from_slice(&json_body).expect("json body");
+                    let v: serde_json::Value = serde_json::from_slice(&json_body).expect("json body");
                     assert_eq!(v["error"]["code"], code);
                     assert_eq!(v["error"]["message"], "boom");
                     assert!(v["error"]["type"].is_string());
@@ -227,13 +191,8 @@ fn failed_maps_code_to_status() {
         }
     }
     let f = r#"{"type":"response.failed","response":{"id":"resp_f","error":null}}"#;
-    let step = Translator::new(Mode::Json, None)
-        .on_frame(f)
-        .expect("valid");
-    assert!(matches!(
-        step.end,
-        Some(Outcome::Failed { status: 500, .. })
-    ));
+    let step = Translator::new(Mode::Json, None).on_frame(f).expect("valid");
+    assert!(matches!(step.end, Some(Outcome::Failed { status: 500, .. })));
 }
 
 #[test]
@@ -241,12 +200,7 @@ fn error_frames_nested_and_flat() {
     let nested = r#"{"type":"error","status":400,"error":{"type":"invalid_request_error","code":"previous_response_not_found","message":"Previous response with id 'resp_x' not found.","param":"previous_response_id"}}"#;
     let flat = r#"{"type":"error","sequence_number":7,"code":"server_error","message":"oops","param":null}"#;
     let cases = [
-        (
-            nested,
-            400,
-            Some("previous_response_not_found"),
-            "invalid_request_error",
-        ),
+        (nested, 400, Some("previous_response_not_found"), "invalid_request_error"),
         (flat, 500, Some("server_error"), "server_error"),
     ];
     for (f, status, code, kind) in cases {
@@ -258,11 +212,7 @@ fn error_frames_nested_and_flat() {
                 Mode::Json => assert!(step.out.is_empty()),
             }
             match step.end {
-                Some(Outcome::Error {
-                    status: s,
-                    code: c,
-                    json_body,
-                }) => {
+                Some(Outcome::Error { status: s, code: c, json_body }) => {
                     assert_eq!(s, status);
                     assert_eq!(c.as_deref(), code);
                     let v: serde_json::Value = serde_json::from_slice(&json_body).expect("json");
@@ -296,10 +246,7 @@ fn malformed_frames_are_errors() {
     ];
     for f in bad {
         let mut t = Translator::new(Mode::Sse, None);
-        assert!(
-            matches!(t.on_frame(f), Err(TranslateError::Malformed(_))),
-            "{f}"
-        );
+        assert!(matches!(t.on_frame(f), Err(TranslateError::Malformed(_))), "{f}");
     }
 }
 
@@ -318,10 +265,8 @@ fn multi_line_frames_become_multiple_data_lines() {
 fn sse_error_event_shape_and_sequence() {
     let b = sse_error_event("upstream connection lost", Some("upstream_closed"));
     let s = text(&b);
-    let data = s
-        .strip_prefix("event: error\ndata: ")
-        .and_then(|d| d.strip_suffix("\n\n"))
-        .expect("sse framing");
+    let data =
+        s.strip_prefix("event: error\ndata: ").and_then(|d| d.strip_suffix("\n\n")).expect("sse framing");
     let v: serde_json::Value = serde_json::from_str(data).expect("json");
     assert_eq!(v["type"], "error");
     assert_eq!(v["code"], "upstream_closed");

@@ -23,26 +23,19 @@ pub type UpstreamWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
 fn tls_connector() -> Result<Connector, UpstreamError> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     let config = CONFIG.get_or_init(|| {
-        let roots =
-            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
             .map_err(|e| e.to_string())
     });
-    config
-        .clone()
-        .map(Connector::Rustls)
-        .map_err(|e| UpstreamError::Connect(format!("tls setup: {e}")))
+    config.clone().map(Connector::Rustls).map_err(|e| UpstreamError::Connect(format!("tls setup: {e}")))
 }
 
 /// Opens a WebSocket to `settings.url` with `creds`, within
 /// `settings.connect_timeout`.
-pub async fn connect(
-    settings: &WsSettings,
-    creds: &Credentials,
-) -> Result<UpstreamWs, UpstreamError> {
+pub async fn connect(settings: &WsSettings, creds: &Credentials) -> Result<UpstreamWs, UpstreamError> {
     let mut req = settings
         .url
         .as_str()

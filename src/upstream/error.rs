@@ -81,16 +81,15 @@ impl UpstreamError {
     /// The same error, noting that output had been delivered.
     pub(crate) fn with_after_output(self, delivered: bool) -> Self {
         match self {
-            Self::Closed { code, after_output } => Self::Closed {
-                code,
-                after_output: after_output || delivered,
-            },
-            Self::PingTimeout { after_output } => Self::PingTimeout {
-                after_output: after_output || delivered,
-            },
-            Self::ConnectionLimit { after_output } => Self::ConnectionLimit {
-                after_output: after_output || delivered,
-            },
+            Self::Closed { code, after_output } => {
+                Self::Closed { code, after_output: after_output || delivered }
+            }
+            Self::PingTimeout { after_output } => {
+                Self::PingTimeout { after_output: after_output || delivered }
+            }
+            Self::ConnectionLimit { after_output } => {
+                Self::ConnectionLimit { after_output: after_output || delivered }
+            }
             other => other,
         }
     }

@@ -29,11 +29,7 @@ impl Lease {
     /// (`Shared::try_lease`).
     pub(crate) fn new(handle: SocketHandle, fresh: bool) -> Self {
         let latest = handle.shared.lock().latest.clone();
-        Self {
-            handle,
-            fresh,
-            latest,
-        }
+        Self { handle, fresh, latest }
     }
 
     /// Leases a socket that was spawned outside any pool, for tests and
@@ -83,12 +79,7 @@ impl Lease {
             }
             s.pending += 1;
         }
-        if self
-            .handle
-            .cmd
-            .send(Command::Turn { frame, frames: tx })
-            .is_err()
-        {
+        if self.handle.cmd.send(Command::Turn { frame, frames: tx }).is_err() {
             let mut s = self.handle.shared.lock();
             s.pending = s.pending.saturating_sub(1);
             return Err(s.dead.clone().unwrap_or(UpstreamError::Gone));

@@ -7,13 +7,13 @@
 
 mod connect;
 mod error;
+pub mod http;
 mod lease;
 mod pool;
 mod shared;
 mod socket;
 #[cfg(test)]
 mod socket_tests;
-pub mod http;
 
 use std::time::Duration;
 

@@ -17,9 +17,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::shared::SocketHandle;
-use super::{
-    Credentials, Lease, SocketId, UpstreamError, WsSettings, connect, spawn_socket, tenant_short,
-};
+use super::{Credentials, Lease, SocketId, UpstreamError, WsSettings, connect, spawn_socket, tenant_short};
 
 /// What the session store may learn about a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,11 +97,7 @@ impl PoolState {
 
     fn count(&self, tenant: u128) -> (usize, usize) {
         let connecting: usize = self.connecting.values().sum();
-        let mine = self
-            .sockets
-            .values()
-            .filter(|e| e.handle.shared.tenant == tenant)
-            .count()
+        let mine = self.sockets.values().filter(|e| e.handle.shared.tenant == tenant).count()
             + self.connecting.get(&tenant).copied().unwrap_or(0);
         (mine, self.sockets.len() + connecting)
     }
@@ -147,11 +141,7 @@ impl UpstreamPool {
         Ok(lease)
     }
 
-    async fn checkout_any(
-        &self,
-        tenant: u128,
-        creds: &Credentials,
-    ) -> Result<Lease, UpstreamError> {
+    async fn checkout_any(&self, tenant: u128, creds: &Credentials) -> Result<Lease, UpstreamError> {
         let deadline = Instant::now() + self.inner.settings.queue_timeout;
         loop {
             let notified = self.inner.notify.notified();

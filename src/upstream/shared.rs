@@ -44,13 +44,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(id: SocketId, tenant: u128, notify: Arc<Notify>) -> Self {
-        Self {
-            id,
-            tenant,
-            opened_at: Instant::now(),
-            state: Mutex::new(State::default()),
-            notify,
-        }
+        Self { id, tenant, opened_at: Instant::now(), state: Mutex::new(State::default()), notify }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

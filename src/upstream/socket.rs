@@ -68,13 +68,7 @@ where
         last_rx: Instant::now(),
     };
     let join = tokio::spawn(task.run());
-    (
-        SocketHandle {
-            shared,
-            cmd: cmd_tx,
-        },
-        join,
-    )
+    (SocketHandle { shared, cmd: cmd_tx }, join)
 }
 
 struct SocketTask<S> {
@@ -195,14 +189,8 @@ where
         let age_s = self.shared.age().as_secs();
         match exit {
             Exit::Close(reason) => {
-                self.shared.die(UpstreamError::Closed {
-                    code: Some(1000),
-                    after_output: false,
-                });
-                let frame = CloseFrame {
-                    code: CloseCode::Normal,
-                    reason: "".into(),
-                };
+                self.shared.die(UpstreamError::Closed { code: Some(1000), after_output: false });
+                let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
                 let _ = self.ws.send(Message::Close(Some(frame))).await;
                 let _ = self.ws.close().await;
                 debug!(socket = id, %tenant, age_s, reason, "upstream socket closed");
@@ -231,10 +219,8 @@ where
         loop {
             let t = self.timers;
             let (ping_at, pong_by) = self.keepalive();
-            let idle_by =
-                (!t.idle_timeout.is_zero() && !deferred).then(|| idle_since + t.idle_timeout);
-            let age_by =
-                (!t.max_age.is_zero() && !deferred).then(|| self.shared.opened_at + t.max_age);
+            let idle_by = (!t.idle_timeout.is_zero() && !deferred).then(|| idle_since + t.idle_timeout);
+            let age_by = (!t.max_age.is_zero() && !deferred).then(|| self.shared.opened_at + t.max_age);
             tokio::select! {
                 biased;
                 cmd = self.cmd.recv() => return cmd.ok_or(Exit::Close("pool dropped")),
@@ -273,10 +259,7 @@ where
     async fn ping(&mut self, delivered: bool) -> Result<(), UpstreamError> {
         if let Err(e) = self.ws.send(Message::Ping(Vec::new().into())).await {
             debug!(socket = self.shared.id, error = %e, "upstream ping failed");
-            return Err(UpstreamError::Closed {
-                code: None,
-                after_output: delivered,
-            });
+            return Err(UpstreamError::Closed { code: None, after_output: delivered });
         }
         self.ping_sent = Some(Instant::now());
         Ok(())
@@ -285,11 +268,7 @@ where
     async fn on_idle_message(&mut self, msg: Option<Result<Message, E>>) -> Result<(), Exit> {
         match self.on_message(msg, false).await {
             Ok(Some(text)) => {
-                debug!(
-                    socket = self.shared.id,
-                    len = text.len(),
-                    "unexpected frame while idle"
-                );
+                debug!(socket = self.shared.id, len = text.len(), "unexpected frame while idle");
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -304,10 +283,7 @@ where
         msg: Option<Result<Message, E>>,
         delivered: bool,
     ) -> Result<Option<String>, UpstreamError> {
-        let closed = |code| UpstreamError::Closed {
-            code,
-            after_output: delivered,
-        };
+        let closed = |code| UpstreamError::Closed { code, after_output: delivered };
         let msg = match msg {
             None => return Err(closed(None)),
             Some(Err(e)) => {
@@ -321,10 +297,7 @@ where
         match msg {
             Message::Text(t) => Ok(Some(t.as_str().to_owned())),
             Message::Ping(p) => {
-                self.ws
-                    .send(Message::Pong(p))
-                    .await
-                    .map_err(|_| closed(None))?;
+                self.ws.send(Message::Pong(p)).await.map_err(|_| closed(None))?;
                 Ok(None)
             }
             Message::Pong(_) | Message::Frame(_) => Ok(None),
@@ -339,10 +312,7 @@ where
         let started = Instant::now();
         if let Err(e) = self.ws.send(Message::text(frame)).await {
             debug!(socket = self.shared.id, error = %e, "upstream write failed");
-            let why = UpstreamError::Closed {
-                code: None,
-                after_output: false,
-            };
+            let why = UpstreamError::Closed { code: None, after_output: false };
             let _ = frames.send(Err(why.clone())).await;
             return Err(why);
         }
@@ -386,9 +356,7 @@ where
             };
             let kind = classify(&text);
             if let Kind::Spent = kind {
-                let why = UpstreamError::ConnectionLimit {
-                    after_output: delivered,
-                };
+                let why = UpstreamError::ConnectionLimit { after_output: delivered };
                 return fail(consumer.as_ref(), why).await;
             }
             if let Some(tx) = &consumer {

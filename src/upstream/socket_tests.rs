@@ -75,17 +75,9 @@ fn rig(s: &WsSettings) -> Rig {
     let (tx, from_server) = mpsc::unbounded_channel();
     let (to_server, rx) = mpsc::unbounded_channel();
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let ws = ChanWs {
-        from_server,
-        to_server,
-    };
+    let ws = ChanWs { from_server, to_server };
     let (handle, join) = spawn_socket(ws, 7, 42, s, Arc::new(Notify::new()), shutdown_rx);
-    Rig {
-        server: Server { tx, rx },
-        handle,
-        shutdown,
-        join,
-    }
+    Rig { server: Server { tx, rx }, handle, shutdown, join }
 }
 
 fn created(id: &str) -> String {
@@ -129,10 +121,7 @@ async fn one_turn_then_idle_with_latest_id() {
     let mut lease = Lease::take(&r.handle).expect("idle");
     assert_eq!(lease.latest_response_id(), None);
     assert!(matches!(Lease::take(&r.handle), Err(UpstreamError::Busy)));
-    let mut frames = lease
-        .send(r#"{"type":"response.create"}"#.into())
-        .await
-        .expect("send");
+    let mut frames = lease.send(r#"{"type":"response.create"}"#.into()).await.expect("send");
     match r.server.heard().await {
         Message::Text(t) => assert_eq!(t.as_str(), r#"{"type":"response.create"}"#),
         other => panic!("unexpected {other:?}"),
@@ -142,10 +131,7 @@ async fn one_turn_then_idle_with_latest_id() {
         assert_eq!(frames.next().await, Some(Ok(f.to_owned())));
     }
     assert_eq!(frames.next().await, None);
-    assert_eq!(
-        lease.current_latest_response_id().as_deref(),
-        Some("resp_1")
-    );
+    assert_eq!(lease.current_latest_response_id().as_deref(), Some("resp_1"));
     drop(lease);
     let lease = wait_idle(&r.handle).await;
     assert_eq!(lease.latest_response_id(), Some("resp_1"));
@@ -178,10 +164,7 @@ async fn drain_past_deadline_kills_socket() {
     drop(frames);
     drop(lease);
     tokio::time::sleep(Duration::from_secs(31)).await;
-    assert!(matches!(
-        wait_dead(&r.handle).await,
-        UpstreamError::Protocol(_)
-    ));
+    assert!(matches!(wait_dead(&r.handle).await, UpstreamError::Protocol(_)));
     assert!(matches!(Lease::take(&r.handle), Err(UpstreamError::Gone)));
 }
 
@@ -202,12 +185,7 @@ async fn no_pong_means_dead() {
     tokio::time::sleep(Duration::from_secs(21)).await;
     assert!(matches!(r.server.heard().await, Message::Ping(_)));
     tokio::time::sleep(Duration::from_secs(61)).await;
-    assert_eq!(
-        wait_dead(&r.handle).await,
-        UpstreamError::PingTimeout {
-            after_output: false
-        }
-    );
+    assert_eq!(wait_dead(&r.handle).await, UpstreamError::PingTimeout { after_output: false });
     let mut lease = Lease::new(r.handle.clone(), false);
     assert!(lease.send("{}".into()).await.is_err());
 }
@@ -231,33 +209,18 @@ async fn close_codes_mid_turn_and_idle() {
         r.server.heard().await;
         r.server.say(&created("resp_c"));
         assert!(matches!(frames.next().await, Some(Ok(_))));
-        let close = CloseFrame {
-            code: code.into(),
-            reason: "bye".into(),
-        };
+        let close = CloseFrame { code: code.into(), reason: "bye".into() };
         let _ = r.server.tx.send(Ok(Message::Close(Some(close))));
-        let want = UpstreamError::Closed {
-            code: Some(code),
-            after_output: true,
-        };
+        let want = UpstreamError::Closed { code: Some(code), after_output: true };
         assert_eq!(frames.next().await, Some(Err(want.clone())));
         assert_eq!(frames.next().await, None);
         assert!(!want.retryable_before_output());
         assert_eq!(wait_dead(&r.handle).await, want);
     }
     let r = rig(&settings());
-    let close = CloseFrame {
-        code: 1001.into(),
-        reason: "".into(),
-    };
+    let close = CloseFrame { code: 1001.into(), reason: "".into() };
     let _ = r.server.tx.send(Ok(Message::Close(Some(close))));
-    assert!(matches!(
-        wait_dead(&r.handle).await,
-        UpstreamError::Closed {
-            code: Some(1001),
-            ..
-        }
-    ));
+    assert!(matches!(wait_dead(&r.handle).await, UpstreamError::Closed { code: Some(1001), .. }));
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,16 +231,8 @@ async fn abrupt_end_before_output_is_retryable() {
     r.server.heard().await;
     let _ = r.server.tx.send(Err("reset".into()));
     let got = frames.next().await;
-    let Some(Err(e)) = got else {
-        panic!("unexpected {got:?}")
-    };
-    assert_eq!(
-        e,
-        UpstreamError::Closed {
-            code: None,
-            after_output: false
-        }
-    );
+    let Some(Err(e)) = got else { panic!("unexpected {got:?}") };
+    assert_eq!(e, UpstreamError::Closed { code: None, after_output: false });
     assert!(e.retryable_before_output());
 }
 
@@ -288,9 +243,7 @@ async fn connection_limit_error_frame_kills_socket() {
     let mut frames = lease.send("{}".into()).await.expect("send");
     r.server.heard().await;
     r.server.say(r#"{"type":"error","status":400,"error":{"type":"invalid_request_error","code":"websocket_connection_limit_reached","message":"60 minutes"}}"#);
-    let want = UpstreamError::ConnectionLimit {
-        after_output: false,
-    };
+    let want = UpstreamError::ConnectionLimit { after_output: false };
     assert_eq!(frames.next().await, Some(Err(want.clone())));
     assert!(want.retryable_before_output());
     assert_eq!(wait_dead(&r.handle).await, want);
@@ -360,10 +313,7 @@ async fn stalled_turn_pings_then_times_out_after_output() {
     tokio::time::sleep(Duration::from_secs(21)).await;
     assert!(matches!(r.server.heard().await, Message::Ping(_)));
     let got = frames.next().await;
-    assert_eq!(
-        got,
-        Some(Err(UpstreamError::PingTimeout { after_output: true }))
-    );
+    assert_eq!(got, Some(Err(UpstreamError::PingTimeout { after_output: true })));
     assert!(!UpstreamError::PingTimeout { after_output: true }.retryable_before_output());
     assert_eq!(frames.next().await, None);
 }

@@ -74,12 +74,7 @@ where
     let mut shutdown = shared.shutdown.subscribe();
     let ping_every = shared.config.ping_interval;
     let max_age = shared.config.max_connection_age;
-    let mut conn = Connection {
-        shared,
-        sink,
-        started: Instant::now(),
-        latest: None,
-    };
+    let mut conn = Connection { shared, sink, started: Instant::now(), latest: None };
     let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
     ping.tick().await;
     let flow = loop {
@@ -122,10 +117,7 @@ where
     }
 
     async fn close(&mut self, code: u16, reason: &str) -> Result<(), WsError> {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.to_owned().into(),
-        };
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() };
         self.sink.send(Message::Close(Some(frame))).await
     }
 
@@ -150,30 +142,19 @@ where
             Inbound::Text(text) => text,
             Inbound::Binary(len) => {
                 self.count(len);
-                return self
-                    .error(&ApiError::invalid(
-                        "Binary frames are not supported.",
-                        None,
-                        None,
-                    ))
-                    .await;
+                return self.error(&ApiError::invalid("Binary frames are not supported.", None, None)).await;
             }
         };
         self.count(text.len());
         let mut body: Map<String, Value> = match serde_json::from_str(&text) {
             Ok(Value::Object(map)) => map,
             _ => {
-                return self
-                    .error(&ApiError::invalid("Invalid JSON in frame.", None, None))
-                    .await;
+                return self.error(&ApiError::invalid("Invalid JSON in frame.", None, None)).await;
             }
         };
         if body.remove("type").as_ref().and_then(Value::as_str) != Some("response.create") {
-            let e = ApiError::invalid(
-                "Unsupported frame type; expected response.create.",
-                Some("type"),
-                None,
-            );
+            let e =
+                ApiError::invalid("Unsupported frame type; expected response.create.", Some("type"), None);
             return self.error(&e).await;
         }
         if self.started.elapsed() >= self.shared.config.max_connection_age {
@@ -186,10 +167,7 @@ where
             let _ = self.close(1000, "connection limit reached").await;
             return Flow::Stop;
         }
-        let parent = body
-            .get("previous_response_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let parent = body.get("previous_response_id").and_then(Value::as_str).map(str::to_owned);
         let faults = match turn::gather_faults(&self.shared, Transport::Ws, &body) {
             Ok(f) => f,
             Err(e) => return self.error(&e).await,
@@ -204,20 +182,15 @@ where
             self.evict_parent(parent.as_deref());
             return self.error(&ApiError::rate_limited()).await;
         }
-        let turn = match turn::prepare(
-            &self.shared,
-            Transport::Ws,
-            &body,
-            text.len(),
-            self.latest.as_ref(),
-            faults,
-        ) {
-            Ok(t) => t,
-            Err(e) => {
-                self.evict_parent(parent.as_deref());
-                return self.error(&e).await;
-            }
-        };
+        let turn =
+            match turn::prepare(&self.shared, Transport::Ws, &body, text.len(), self.latest.as_ref(), faults)
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    self.evict_parent(parent.as_deref());
+                    return self.error(&e).await;
+                }
+            };
         let mut completed = false;
         let mut flow = Flow::Continue;
         for step in turn.steps(&self.shared.config.cost) {
@@ -228,9 +201,7 @@ where
                     self.send_json(&event).await
                 }
                 Action::Malformed => {
-                    self.sink
-                        .send(Message::text("{\"type\": \"response.output_text.delta\", "))
-                        .await
+                    self.sink.send(Message::text("{\"type\": \"response.output_text.delta\", ")).await
                 }
                 Action::Error(e) => {
                     self.shared.with_stats(|s| s.errors += 1);

@@ -27,10 +27,7 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 
 fn refusal(status: u16) -> ApiError {
     let (code, message) = match status {
-        426 => (
-            "upgrade_required",
-            "WebSocket mode is not available; use HTTP.",
-        ),
+        426 => ("upgrade_required", "WebSocket mode is not available; use HTTP."),
         404 => ("not_found", "Not found."),
         _ => ("upgrade_refused", "The WebSocket upgrade was refused."),
     };
@@ -50,11 +47,7 @@ pub(crate) fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Respon
         shared.with_stats(|s| s.faults_applied += 1);
         return error_response(&refusal(status));
     }
-    let Some(key) = req
-        .headers()
-        .get("sec-websocket-key")
-        .map(|k| derive_accept_key(k.as_bytes()))
-    else {
+    let Some(key) = req.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes())) else {
         return error_response(&ApiError::invalid("Missing Sec-WebSocket-Key.", None, None));
     };
     let Ok(accept) = HeaderValue::from_str(&key) else {
@@ -66,8 +59,7 @@ pub(crate) fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Respon
         match on_upgrade.await {
             Ok(upgraded) => {
                 let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
                 conn::run(shared, socket).await;
             }
             Err(e) => tracing::debug!(error = %e, "emulator upgrade failed"),
