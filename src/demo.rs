@@ -109,19 +109,20 @@ pub fn oracle_mismatches(emu: &EmulatorHandle, report: &LoopReport) -> usize {
 fn print_table(out: &mut (dyn Write + Send), direct: &Side, through: &Side) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:>4}  {:>5}  {:>11}  {:>11}  {:>9}  {:>8}  {:>9}  {:>9}  route",
-        "turn", "items", "direct B", "tether B", "items up", "cached %", "direct ms", "tether ms"
+        "{:>4}  {:>5}  {:>9}  {:>9}  {:>8}  {:>8}  {:>8}  {:>9}  {:>9}  route",
+        "turn", "items", "direct B", "tether B", "items up", "cached d", "cached t", "direct ms", "tether ms"
     )?;
     for (i, (d, t)) in direct.report.turns.iter().zip(&through.report.turns).enumerate() {
         let items_up = if t.route.as_deref() == Some("continue") { t.new_items } else { t.items };
         writeln!(
             out,
-            "{:>4}  {:>5}  {:>11}  {:>11}  {:>9}  {:>7.0}%  {:>9.0}  {:>9.0}  {}",
+            "{:>4}  {:>5}  {:>9}  {:>9}  {:>8}  {:>7.0}%  {:>7.0}%  {:>9.0}  {:>9.0}  {}",
             i + 1,
             t.items,
             direct.upstream_bytes.get(i).copied().unwrap_or(0),
             through.upstream_bytes.get(i).copied().unwrap_or(0),
             items_up,
+            pct(d.cached_tokens, d.input_tokens),
             pct(t.cached_tokens, t.input_tokens),
             d.elapsed.as_secs_f64() * 1e3,
             t.elapsed.as_secs_f64() * 1e3,
