@@ -7,6 +7,8 @@
 //! - `error_at=N:STATUS:CODE`: replace event N with an error (WS: the
 //!   `{"type":"error","status",…}` frame; SSE: an `error` event; JSON: that
 //!   status and body) and end the turn;
+//! - `failed_at=N`: replace event N with `response.failed` (status `failed`,
+//!   error `server_error`) and end the turn (JSON: a 500 error);
 //! - `rate_limit`: answer 429 `rate_limit_exceeded` before any event;
 //! - `evict`: forget the connection's latest response before the request
 //!   (its continuation then gets `previous_response_not_found`);
@@ -58,6 +60,8 @@ pub enum FaultKind {
         /// The error `code`.
         code: String,
     },
+    /// `response.failed` in place of event N.
+    FailedAt(u32),
     /// 429 `rate_limit_exceeded` before any event.
     RateLimit,
     /// Forget the connection's latest response first.
@@ -149,6 +153,7 @@ impl FromStr for Fault {
                     code,
                 }
             }
+            "failed_at" => FaultKind::FailedAt(num(arg)?),
             "rate_limit" => FaultKind::RateLimit,
             "evict" => FaultKind::Evict,
             "slow" => FaultKind::Slow(Duration::from_millis(u64::from(num(arg)?))),
@@ -173,6 +178,7 @@ impl FromStr for Fault {
 pub(crate) struct TurnFaults {
     pub drop_after: Option<u32>,
     pub error_at: Option<(u32, u16, String)>,
+    pub failed_at: Option<u32>,
     pub rate_limit: bool,
     pub evict: bool,
     pub slow: Duration,
@@ -191,6 +197,7 @@ impl TurnFaults {
                 status,
                 code,
             } => self.error_at = Some((event, status, code)),
+            FaultKind::FailedAt(n) => self.failed_at = Some(n),
             FaultKind::RateLimit => self.rate_limit = true,
             FaultKind::Evict => self.evict = true,
             FaultKind::Slow(d) => self.slow = d,
@@ -209,9 +216,10 @@ mod tests {
     #[test]
     fn parses_every_kind() {
         let all = "drop_after=3; ws:error_at=2:500:server_error; http:rate_limit; evict; slow=5; \
-                   refuse_upgrade=426; malformed_at=1; close=1011@2; close=1001; no_pong";
+                   refuse_upgrade=426; malformed_at=1; close=1011@2; close=1001; no_pong; failed_at=4";
         let faults = Fault::parse_list(all).expect("parse");
-        assert_eq!(faults.len(), 10);
+        assert_eq!(faults.len(), 11);
+        assert_eq!(faults[10].kind, FaultKind::FailedAt(4));
         assert_eq!(
             faults[1],
             Fault::ws(FaultKind::ErrorAt {

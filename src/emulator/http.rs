@@ -17,7 +17,8 @@ use super::cost::pause;
 use super::error::ApiError;
 use super::server::{Body, error_response, full, json_response};
 use super::state::{Shared, Transport};
-use super::turn::{self, Action};
+use super::steps::Action;
+use super::turn;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 << 20;
@@ -67,6 +68,9 @@ pub(crate) async fn create(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             match step.action {
                 Action::Event(_) => {}
                 Action::Error(e) => return fail(&shared, &e),
+                Action::Failed(_) => {
+                    return fail(&shared, &ApiError::with_status(500, "server_error"));
+                }
                 Action::Malformed => return json_like(200, "{\"id\": \"resp_"),
                 Action::Drop | Action::Close(_) => return aborted(&shared),
             }
@@ -89,6 +93,10 @@ pub(crate) async fn create(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                 Action::Malformed => Ok(Bytes::from_static(
                     b"event: response.output_text.delta\ndata: {\"type\": \n\n",
                 )),
+                Action::Failed(event) => {
+                    let _ = tx.send(Ok(Frame::data(sse(&event)))).await;
+                    break;
+                }
                 Action::Error(e) => {
                     let mut event = e.sse_event();
                     event["sequence_number"] = Value::from(sent);

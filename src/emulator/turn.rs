@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::cost::tokens;
 use super::error::ApiError;
@@ -27,6 +28,8 @@ enum Parent {
 /// A validated, generated response, ready to be played.
 pub(crate) struct Turn {
     pub response_id: String,
+    /// The settings rendered before the items.
+    pub prompt: Prompt,
     /// The parent id, when the request continued one.
     pub parent_id: Option<String>,
     pub store: bool,
@@ -36,26 +39,6 @@ pub(crate) struct Turn {
     pub events: Vec<Event>,
     pub before_first: Duration,
     pub faults: TurnFaults,
-}
-
-/// What a transport does next, after waiting `delay`.
-pub(crate) struct Step {
-    pub delay: Duration,
-    pub action: Action,
-}
-
-/// One step of a response on the wire.
-pub(crate) enum Action {
-    /// An event, with its `sequence_number`.
-    Event(Value),
-    /// A frame that is not JSON.
-    Malformed,
-    /// An error in place of the next event; the turn ends failed.
-    Error(ApiError),
-    /// Drop the socket; the turn ends failed.
-    Drop,
-    /// Close with this code; the turn ends failed.
-    Close(u16),
 }
 
 /// Collects the faults for this request: the next queued one and `metadata.emulator_fault`.
@@ -190,12 +173,13 @@ pub(crate) fn prepare(
         .get("instructions")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let input_tokens =
-        context_tokens(&context) + instructions.as_deref().map_or(0, |i| tokens(i.len()));
+    let prompt = Prompt::of(body);
+    let input_tokens = prompt.tokens + context_tokens(&context);
     let (cached, rehydrated) = match &parent {
-        Parent::Latest(p) => (p.tokens, 0),
-        Parent::Stored(p) => (0, p.tokens),
-        Parent::None => (prefix_hit(shared, &context), 0),
+        // The warm state covers the parent only if the settings before it are unchanged.
+        Parent::Latest(p) if p.prompt == prompt.hash => (p.tokens, 0),
+        Parent::Latest(p) | Parent::Stored(p) => (0, p.tokens),
+        Parent::None => (prefix_hit(shared, &prompt, &context), 0),
     };
     let usage = events::usage(
         input_tokens,
@@ -244,6 +228,7 @@ pub(crate) fn prepare(
         response_id,
         parent_id,
         store,
+        prompt,
         before_first: cost.before_first_event(
             bytes,
             context.len(),
@@ -264,67 +249,41 @@ fn context_tokens(context: &[Value]) -> u64 {
         .sum()
 }
 
-/// Cached tokens of a fresh request: the longest remembered prefix, when the
-/// context's hash falls within the configured hit rate.
-fn prefix_hit(shared: &Shared, context: &[Value]) -> u64 {
-    let rate = shared.config.cost.http_prefix_cache_hit_rate;
-    let k = shared.longest_prefix(context);
-    let bucket = (model::context_hash(context) % 10_000) as f64 / 10_000.0;
-    if k == 0 || bucket >= rate {
-        return 0;
+/// The settings the service renders before the items: `instructions` and `tools`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prompt {
+    pub hash: u128,
+    pub tokens: u64,
+}
+
+impl Prompt {
+    fn of(body: &Map<String, Value>) -> Prompt {
+        let mut text = body
+            .get("instructions")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        text.push('\n');
+        text.push_str(&body.get("tools").map(Value::to_string).unwrap_or_default());
+        let rendered = text.len().saturating_sub(1);
+        Prompt {
+            hash: xxh3_128(text.as_bytes()),
+            tokens: tokens(rendered),
+        }
     }
-    context_tokens(&context[..k])
+}
+
+/// Cached tokens of a request without a parent: the longest remembered
+/// prefix of the prompt, when the context's hash falls within the hit rate.
+fn prefix_hit(shared: &Shared, prompt: &Prompt, context: &[Value]) -> u64 {
+    let rate = shared.config.cost.http_prefix_cache_hit_rate;
+    let bucket = (model::context_hash(context) % 10_000) as f64 / 10_000.0;
+    match shared.longest_prefix(prompt.hash, context) {
+        Some(k) if bucket < rate => prompt.tokens + context_tokens(&context[..k]),
+        _ => 0,
+    }
 }
 
 impl Turn {
-    /// The timed steps a transport plays, faults included.
-    pub fn steps(&self, cost: &super::cost::CostModel) -> Vec<Step> {
-        let f = &self.faults;
-        let mut steps = Vec::new();
-        let mut carry = self.before_first;
-        for (n, event) in self.events.iter().enumerate() {
-            let n32 = u32::try_from(n).unwrap_or(u32::MAX);
-            let delay = std::mem::take(&mut carry) + f.slow + cost.decode(event.tokens);
-            let mut push = |action| steps.push(Step { delay, action });
-            if f.drop_after == Some(n32) {
-                push(Action::Drop);
-                return steps;
-            }
-            if let Some((code, _)) = f.close.filter(|(_, after)| *after == n32) {
-                push(Action::Close(code));
-                return steps;
-            }
-            if let Some((_, status, code)) = f.error_at.as_ref().filter(|(at, _, _)| *at == n32) {
-                push(Action::Error(ApiError::with_status(*status, code)));
-                return steps;
-            }
-            if f.malformed_at == Some(n32) {
-                steps.push(Step {
-                    delay: Duration::ZERO,
-                    action: Action::Malformed,
-                });
-            }
-            let mut json = event.json.clone();
-            json["sequence_number"] = Value::from(n);
-            steps.push(Step {
-                delay,
-                action: Action::Event(json),
-            });
-        }
-        if let Some((code, _)) = f.close {
-            steps.push(Step {
-                delay: Duration::ZERO,
-                action: Action::Close(code),
-            });
-        } else if f.drop_after.is_some() {
-            steps.push(Step {
-                delay: Duration::ZERO,
-                action: Action::Drop,
-            });
-        }
-        steps
-    }
-
     /// Records a completed response: the store, the prefix cache, the stats.
     /// Returns what the connection now holds as its latest response.
     pub fn complete(&self, shared: &Shared) -> Arc<Held> {
@@ -334,14 +293,15 @@ impl Turn {
         }
         let held = Arc::new(Held {
             id: self.response_id.clone(),
-            tokens: context_tokens(&context),
+            prompt: self.prompt.hash,
+            tokens: self.prompt.tokens + context_tokens(&context),
             context,
             response: self.completed.clone(),
         });
         if self.store {
             shared.store(held.clone());
         }
-        shared.remember_prefixes(&held.context);
+        shared.remember_prefixes(self.prompt.hash, &held.context);
         let usage = &self.completed["usage"];
         shared.with_stats(|s| {
             s.completed += 1;

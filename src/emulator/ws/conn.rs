@@ -19,7 +19,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::super::cost::pause;
 use super::super::error::ApiError;
 use super::super::state::{Held, Shared, Transport};
-use super::super::turn::{self, Action};
+use super::super::steps::Action;
+use super::super::turn;
 
 /// What the reader hands the worker.
 enum Inbound {
@@ -235,6 +236,11 @@ where
                 Action::Error(e) => {
                     self.shared.with_stats(|s| s.errors += 1);
                     let _ = self.send_json(&e.ws_frame()).await;
+                    break;
+                }
+                Action::Failed(event) => {
+                    self.shared.with_stats(|s| s.errors += 1);
+                    let _ = self.send_json(&event).await;
                     break;
                 }
                 Action::Drop => {
