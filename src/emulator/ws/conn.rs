@@ -94,13 +94,22 @@ where
                     break Flow::Stop;
                 }
             }
-            inbound = rx.recv() => match inbound {
-                None => break Flow::Stop,
-                Some(inbound) => match conn.handle(inbound).await {
-                    Flow::Continue => {}
-                    other => break other,
-                },
-            },
+            inbound = rx.recv() => {
+                let Some(inbound) = inbound else { break Flow::Stop };
+                // A running turn is cut short by shutdown.
+                let flow = tokio::select! {
+                    flow = conn.handle(inbound) => Some(flow),
+                    _ = shutdown.changed() => None,
+                };
+                match flow {
+                    Some(Flow::Continue) => {}
+                    Some(other) => break other,
+                    None => {
+                        let _ = conn.close(1001, "emulator shutting down").await;
+                        break Flow::Stop;
+                    }
+                }
+            }
         }
     };
     if let Flow::Deaf = flow {
