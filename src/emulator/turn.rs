@@ -148,6 +148,11 @@ pub(crate) fn prepare(
         Parent::Latest(p) | Parent::Stored(p) => p.context.clone(),
     };
     let input_bytes: usize = input.iter().map(|i| i.to_string().len()).sum();
+    // Warm state was validated when it was built: only the new items are checked again.
+    let validated = match &parent {
+        Parent::Latest(_) => input.len(),
+        Parent::None | Parent::Stored(_) => context.len() + input.len(),
+    };
     context.extend(input);
     validate::check_pairing(&context)?;
 
@@ -178,7 +183,8 @@ pub(crate) fn prepare(
     let (cached, rehydrated) = match &parent {
         // The warm state covers the parent only if the settings before it are unchanged.
         Parent::Latest(p) if p.prompt == prompt.hash => (p.tokens, 0),
-        Parent::Latest(p) | Parent::Stored(p) => (0, p.tokens),
+        // Rehydrated from storage: only the shared prefix cache can help.
+        Parent::Latest(p) | Parent::Stored(p) => (prefix_hit(shared, &prompt, &context), p.tokens),
         Parent::None => (prefix_hit(shared, &prompt, &context), 0),
     };
     let usage = events::usage(
@@ -229,12 +235,7 @@ pub(crate) fn prepare(
         parent_id,
         store,
         prompt,
-        before_first: cost.before_first_event(
-            bytes,
-            context.len(),
-            input_tokens - cached,
-            rehydrated,
-        ),
+        before_first: cost.before_first_event(bytes, validated, input_tokens - cached, rehydrated),
         context,
         completed,
         events,
