@@ -286,3 +286,37 @@ where
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::EmulatorConfig;
+    use serde_json::json;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// The connection loop over an in-memory pipe: no TCP, no HTTP.
+    #[tokio::test]
+    async fn runs_over_any_duplex_stream() -> Result<(), Box<dyn std::error::Error>> {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let shared = Arc::new(Shared::new(EmulatorConfig::default()));
+        tokio::spawn(run(shared.clone(), server));
+        let create = json!({"type": "response.create", "input": "hi",
+            "metadata": {"emulator_script": "tools=0,answer=10"}});
+        client.send(Message::text(create.to_string())).await?;
+        let mut kinds = Vec::new();
+        while kinds.last().map(String::as_str) != Some("response.completed") {
+            let Some(Ok(Message::Text(text))) = client.next().await else {
+                break;
+            };
+            let event: Value = serde_json::from_str(&text)?;
+            kinds.push(event["type"].as_str().unwrap_or_default().to_owned());
+        }
+        assert_eq!(kinds.len(), 9);
+        assert_eq!(shared.stats().requests_ws, 1);
+        assert_eq!(shared.records().len(), 1);
+        Ok(())
+    }
+}
