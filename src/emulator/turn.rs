@@ -13,6 +13,7 @@ use super::events::{self, Event};
 use super::fault::{Fault, TurnFaults};
 use super::model::{self, Ask};
 use super::oracle;
+use super::script::{Script, ScriptError};
 use super::state::{ContextRecord, Held, Shared, Transport};
 use super::validate;
 
@@ -49,7 +50,7 @@ pub(crate) fn gather_faults(
 ) -> Result<TurnFaults, ApiError> {
     let mut faults = TurnFaults::default();
     let mut kinds = Vec::new();
-    if let Some(text) = body.pointer_str("/metadata/emulator_fault") {
+    if let Some(text) = metadata_str(body, "emulator_fault") {
         let parsed = Fault::parse_list(text)
             .map_err(|e| ApiError::invalid(e.to_string(), Some("metadata.emulator_fault"), None))?;
         kinds.extend(parsed.into_iter().map(|f| f.kind));
@@ -62,19 +63,95 @@ pub(crate) fn gather_faults(
     Ok(faults)
 }
 
-trait PointerStr {
-    fn pointer_str(&self, pointer: &str) -> Option<&str>;
+/// A string field of the request's `metadata`.
+fn metadata_str<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    body.get("metadata")?.get(key)?.as_str()
 }
 
-impl PointerStr for Map<String, Value> {
-    fn pointer_str(&self, pointer: &str) -> Option<&str> {
-        let mut parts = pointer.trim_start_matches('/').splitn(2, '/');
-        let first = self.get(parts.next()?)?;
-        match parts.next() {
-            Some(rest) => first.pointer(&format!("/{rest}"))?.as_str(),
-            None => first.as_str(),
+/// The request settings that shape the turn (not the input).
+struct Settings {
+    warmup: bool,
+    script: Script,
+    store: bool,
+}
+
+impl Settings {
+    fn read(shared: &Shared, body: &Map<String, Value>) -> Result<Settings, ApiError> {
+        if body.get("background").and_then(Value::as_bool) == Some(true) {
+            return Err(ApiError::invalid(
+                "background mode is not supported here.",
+                Some("background"),
+                Some("unsupported_parameter"),
+            ));
         }
+        let warmup = match body.get("generate") {
+            None => false,
+            Some(Value::Bool(generate)) if shared.config.warmup => !generate,
+            Some(_) => {
+                let message = "Unknown parameter: 'generate'.";
+                return Err(ApiError::invalid(
+                    message,
+                    Some("generate"),
+                    Some("unknown_parameter"),
+                ));
+            }
+        };
+        let script = match metadata_str(body, "emulator_script") {
+            Some(text) => text.parse().map_err(|e: ScriptError| {
+                ApiError::invalid(e.to_string(), Some("metadata"), None)
+            })?,
+            None => shared.config.script,
+        };
+        let store = body.get("store").and_then(Value::as_bool).unwrap_or(true);
+        Ok(Settings {
+            warmup,
+            script,
+            store,
+        })
     }
+}
+
+/// Finds the parent named by `previous_response_id`: the connection's
+/// latest response, else a stored one, else `previous_response_not_found`.
+fn resolve_parent(
+    shared: &Shared,
+    body: &Map<String, Value>,
+    latest: Option<&Arc<Held>>,
+) -> Result<(Option<String>, Parent), ApiError> {
+    let id = match body.get("previous_response_id") {
+        None | Some(Value::Null) => return Ok((None, Parent::None)),
+        Some(Value::String(id)) => id.clone(),
+        Some(_) => {
+            let param = Some("previous_response_id");
+            return Err(ApiError::invalid(
+                "Invalid 'previous_response_id'.",
+                param,
+                None,
+            ));
+        }
+    };
+    let parent = match latest.filter(|l| l.id == id) {
+        Some(l) => Parent::Latest(l.clone()),
+        None => Parent::Stored(
+            shared
+                .stored(&id)
+                .ok_or_else(|| ApiError::previous_not_found(&id))?,
+        ),
+    };
+    Ok((Some(id), parent))
+}
+
+/// Input tokens, the cached part, and the tokens rehydrated from storage.
+fn price(shared: &Shared, parent: &Parent, prompt: &Prompt, context: &[Value]) -> (u64, u64, u64) {
+    let input_tokens = prompt.tokens + context_tokens(context);
+    let (cached, rehydrated) = match parent {
+        // The warm state covers the parent only if the settings before it are unchanged.
+        Parent::Latest(p) if p.prompt == prompt.hash => (p.tokens, 0),
+        // Rehydrated from storage: only the shared prefix cache can help.
+        Parent::Latest(p) | Parent::Stored(p) => (prefix_hit(shared, prompt, context), p.tokens),
+        Parent::None => (prefix_hit(shared, prompt, context), 0),
+    };
+    (input_tokens, cached, rehydrated)
 }
 
 /// Validates and generates one response. `latest` is the connection's
@@ -87,106 +164,38 @@ pub(crate) fn prepare(
     latest: Option<&Arc<Held>>,
     faults: TurnFaults,
 ) -> Result<Turn, ApiError> {
-    if body.get("background").and_then(Value::as_bool) == Some(true) && transport == Transport::Ws {
-        return Err(ApiError::invalid(
-            "background is not supported in WebSocket mode.",
-            Some("background"),
-            Some("unsupported_parameter"),
-        ));
-    }
-    if body.get("background").and_then(Value::as_bool) == Some(true) {
-        return Err(ApiError::invalid(
-            "background is not supported by the emulator.",
-            Some("background"),
-            None,
-        ));
-    }
-    let warmup = match body.get("generate") {
-        None => false,
-        Some(Value::Bool(generate)) if shared.config.warmup => !generate,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "Unknown parameter: 'generate'.",
-                Some("generate"),
-                Some("unknown_parameter"),
-            ));
-        }
-    };
-    let script = match body.pointer_str("/metadata/emulator_script") {
-        Some(text) => text.parse().map_err(|e: super::script::ScriptError| {
-            ApiError::invalid(e.to_string(), Some("metadata"), None)
-        })?,
-        None => shared.config.script,
-    };
-    let store = body.get("store").and_then(Value::as_bool).unwrap_or(true);
+    let settings = Settings::read(shared, body)?;
     let input = validate::input_items(body)?;
-    let parent_id = match body.get("previous_response_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) => Some(id.clone()),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "Invalid 'previous_response_id'.",
-                Some("previous_response_id"),
-                None,
-            ));
-        }
-    };
-    let parent = match &parent_id {
-        None => Parent::None,
-        Some(id) => match latest.filter(|l| &l.id == id) {
-            Some(l) => Parent::Latest(l.clone()),
-            None => Parent::Stored(
-                shared
-                    .stored(id)
-                    .ok_or_else(|| ApiError::previous_not_found(id))?,
-            ),
-        },
-    };
-    validate::check_reasoning(&input, store)?;
-    let mut context = match &parent {
-        Parent::None => Vec::new(),
-        Parent::Latest(p) | Parent::Stored(p) => p.context.clone(),
-    };
+    let (parent_id, parent) = resolve_parent(shared, body, latest)?;
+    validate::check_reasoning(&input, settings.store)?;
     let input_bytes: usize = input.iter().map(|i| i.to_string().len()).sum();
-    // Warm state was validated when it was built: only the new items are checked again.
-    let validated = match &parent {
-        Parent::Latest(_) => input.len(),
-        Parent::None | Parent::Stored(_) => context.len() + input.len(),
+    let (mut context, validated) = match &parent {
+        // Warm state was validated when it was built: only the new items are checked again.
+        Parent::Latest(p) => (p.context.clone(), input.len()),
+        Parent::Stored(p) => (p.context.clone(), p.context.len() + input.len()),
+        Parent::None => (Vec::new(), input.len()),
     };
     context.extend(input);
     validate::check_pairing(&context)?;
 
-    let include = body.get("include").and_then(Value::as_array);
-    let ask = Ask {
-        script,
-        tools: body.get("tools"),
-        encrypted_reasoning: include
-            .is_some_and(|inc| inc.iter().any(|v| v == "reasoning.encrypted_content")),
-    };
-    let generated = if warmup {
+    let generated = if settings.warmup {
         model::Generated {
             output: Vec::new(),
             output_tokens: 0,
             reasoning_tokens: 0,
         }
     } else {
+        let include = body.get("include").and_then(Value::as_array);
+        let ask = Ask {
+            script: settings.script,
+            tools: body.get("tools"),
+            encrypted_reasoning: include
+                .is_some_and(|inc| inc.iter().any(|v| v == "reasoning.encrypted_content")),
+        };
         model::generate(&context, &ask, |p| shared.new_id(p))
     };
-
-    let cost = &shared.config.cost;
-    let instructions = body
-        .get("instructions")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
     let prompt = Prompt::of(body);
-    let input_tokens = prompt.tokens + context_tokens(&context);
-    let (cached, rehydrated) = match &parent {
-        // The warm state covers the parent only if the settings before it are unchanged.
-        Parent::Latest(p) if p.prompt == prompt.hash => (p.tokens, 0),
-        // Rehydrated from storage: only the shared prefix cache can help.
-        Parent::Latest(p) | Parent::Stored(p) => (prefix_hit(shared, &prompt, &context), p.tokens),
-        Parent::None => (prefix_hit(shared, &prompt, &context), 0),
-    };
+    let (input_tokens, cached, rehydrated) = price(shared, &parent, &prompt, &context);
     let usage = events::usage(
         input_tokens,
         cached,
@@ -197,23 +206,12 @@ pub(crate) fn prepare(
     let created_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let completed = events::response_object(
-        &response_id,
-        created_at,
-        "completed",
-        body,
-        generated.output,
-        usage,
-    );
-    let in_progress = events::response_object(
-        &response_id,
-        created_at,
-        "in_progress",
-        body,
-        Vec::new(),
-        Value::Null,
-    );
-    let events = events::sequence(&in_progress, &completed, script.delta);
+    let object = |status, output, usage| {
+        events::response_object(&response_id, created_at, status, body, output, usage)
+    };
+    let completed = object("completed", generated.output, usage);
+    let in_progress = object("in_progress", Vec::new(), Value::Null);
+    let events = events::sequence(&in_progress, &completed, settings.script.delta);
 
     shared.with_stats(|s| {
         if parent_id.is_some() {
@@ -227,13 +225,17 @@ pub(crate) fn prepare(
         response_id: response_id.clone(),
         transport,
         previous_response_id: parent_id.clone(),
-        instructions,
+        instructions: body
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         context: context.clone(),
     });
+    let cost = &shared.config.cost;
     Ok(Turn {
         response_id,
         parent_id,
-        store,
+        store: settings.store,
         prompt,
         before_first: cost.before_first_event(bytes, validated, input_tokens - cached, rehydrated),
         context,
