@@ -228,8 +228,21 @@ where
                 return self.error(&e).await;
             }
         };
+        let (completed, flow) = self.play(&turn).await;
+        if completed {
+            self.latest = Some(turn.complete(&self.shared));
+        } else {
+            if matches!(flow, Flow::Stop) {
+                self.shared.with_stats(|s| s.errors += 1);
+            }
+            self.evict_parent(turn.parent_id.as_deref());
+        }
+        flow
+    }
+
+    /// Plays the turn's steps; returns whether `response.completed` went out.
+    async fn play(&mut self, turn: &turn::Turn) -> (bool, Flow) {
         let mut completed = false;
-        let mut flow = Flow::Continue;
         for step in turn.steps(&self.shared.config.cost) {
             pause(step.delay).await;
             let sent = match step.action {
@@ -253,29 +266,18 @@ where
                     break;
                 }
                 Action::Drop => {
-                    flow = Flow::Stop;
-                    break;
+                    return (completed, Flow::Stop);
                 }
                 Action::Close(code) => {
                     let _ = self.close(code, "emulated close").await;
-                    flow = Flow::Stop;
-                    break;
+                    return (completed, Flow::Stop);
                 }
             };
             if sent.is_err() {
-                flow = Flow::Stop;
-                break;
+                return (completed, Flow::Stop);
             }
         }
-        if completed {
-            self.latest = Some(turn.complete(&self.shared));
-        } else {
-            if matches!(flow, Flow::Stop) {
-                self.shared.with_stats(|s| s.errors += 1);
-            }
-            self.evict_parent(turn.parent_id.as_deref());
-        }
-        flow
+        (completed, Flow::Continue)
     }
 
     fn count(&self, len: usize) {
