@@ -16,8 +16,9 @@
 //! - `refuse_upgrade=STATUS`: answer the next WebSocket upgrade with STATUS;
 //! - `malformed_at=N`: send a frame that is not JSON before event N;
 //! - `close=CODE[@N]`: send a close frame with CODE after N events (default 0);
-//! - `no_pong`: the connection goes silent: it stops reading, so it answers
-//!   no pings and no frames, until the peer gives up.
+//! - `no_pong`: at the request that carries it, the connection goes silent:
+//!   it stops reading, so it answers no pings and no frames, until the peer
+//!   gives up (or the connection's age limit passes).
 //!
 //! Each fault applies once: an injected fault is consumed by the next
 //! request (or upgrade) of a matching transport.

@@ -162,8 +162,8 @@ impl Shared {
         self.lock().faults.push_back(fault);
     }
 
-    /// Takes every queued per-turn fault for this transport, up to and
-    /// including the first one (each fault applies once, to one request).
+    /// Takes the oldest queued per-turn fault for this transport (each fault
+    /// applies once, to one request).
     pub fn take_fault(&self, transport: Transport) -> Option<FaultKind> {
         let mut inner = self.lock();
         let pos = inner.faults.iter().position(|f| {
