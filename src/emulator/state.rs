@@ -141,7 +141,9 @@ impl Shared {
     }
 
     pub fn record(&self, record: ContextRecord) {
-        self.lock().records.push(record);
+        if self.config.record_contexts {
+            self.lock().records.push(record);
+        }
     }
 
     pub fn stats(&self) -> Stats {
