@@ -172,3 +172,25 @@ async fn no_pong_goes_silent() -> Result<()> {
     assert!(got.is_err(), "expected silence, got {got:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn failed_at_event_n() -> Result<()> {
+    let (addr, _handle) = start_default().await?;
+    let mut ws = connect(addr).await?;
+    let r1 = last(&ws_turn(&mut ws, &body(json!([user("a")]))).await?)["response"].clone();
+    let mut b = with_fault(json!([user("b")]), "failed_at=2");
+    b["previous_response_id"] = r1["id"].clone();
+    let events = ws_turn(&mut ws, &b).await?;
+    assert_eq!(types(&events), ["response.created", "response.in_progress", "response.failed"]);
+    let failed = &events[2];
+    assert_eq!((&failed["sequence_number"], &failed["response"]["status"]), (&json!(2), &json!("failed")));
+    assert_eq!(failed["response"]["error"]["code"], "server_error");
+    let mut again = body(json!([user("b")]));
+    again["previous_response_id"] = r1["id"].clone();
+    assert_eq!(last(&ws_turn(&mut ws, &again).await?)["error"]["code"], "previous_response_not_found");
+    let (_, text) = post_sse(addr, &with_fault(json!("c"), "failed_at=1")).await?;
+    let sse = parse_sse(&text)?;
+    assert_eq!(sse.last().map(|(n, _)| n.as_str()), Some("response.failed"));
+    assert_eq!(post(addr, &with_fault(json!("c"), "failed_at=1")).await?.0, 500);
+    Ok(())
+}

@@ -104,3 +104,14 @@ async fn sse_tool_call_uses_argument_deltas() -> Result<()> {
     assert_ne!(calls[0]["call_id"], calls[1]["call_id"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn streaming_validation_errors_are_plain_json() -> Result<()> {
+    let (addr, _handle) = start_default().await?;
+    let body = json!({"model": "gpt-5", "input": [{"type": "teleport"}]});
+    let (status, text) = post_sse(addr, &body).await?;
+    assert_eq!(status, 400);
+    let err: Value = serde_json::from_str(&text)?;
+    assert_eq!(err["error"]["type"], "invalid_request_error");
+    Ok(())
+}

@@ -163,3 +163,24 @@ async fn shutdown_stops_accepting() -> Result<()> {
     assert!(post(addr, &settings(json!("x"))).await.is_err());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_loops_keep_their_contexts_apart() -> Result<()> {
+    let (addr, handle) = start_default().await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        tasks.spawn(async move { ws_loop(addr).await });
+        tasks.spawn(async move { http_loop(addr).await });
+    }
+    let mut histories = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        histories.push(result??.1);
+    }
+    for pair in histories.windows(2) {
+        same_context(&pair[0], &pair[1])?;
+    }
+    let stats = handle.stats();
+    assert_eq!((stats.requests_ws, stats.requests_http, stats.errors), (24, 24, 0));
+    assert_eq!(handle.contexts().len(), 48);
+    Ok(())
+}

@@ -236,3 +236,44 @@ async fn server_pings_and_answers_pings() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn frames_that_are_not_creates_get_error_frames() -> Result<()> {
+    let (addr, handle) = start_default().await?;
+    let mut ws = connect(addr).await?;
+    ws.send(Message::text("not json")).await?;
+    assert_eq!(read_turn(&mut ws).await?[0]["status"], 400);
+    ws.send(Message::text(r#"{"type":"response.cancel"}"#)).await?;
+    assert_eq!(read_turn(&mut ws).await?[0]["error"]["param"], "type");
+    ws.send(Message::binary(b"{}".to_vec())).await?;
+    assert_eq!(read_turn(&mut ws).await?[0]["type"], "error");
+    // The connection still works.
+    let events = ws_turn(&mut ws, &create(json!("hi"), false)).await?;
+    assert_eq!(last(&events)["type"], "response.completed");
+    let stats = handle.stats();
+    assert_eq!((stats.requests_ws, stats.errors), (4, 3));
+    assert_eq!(stats.bytes_received_ws, stats.bytes_received);
+    Ok(())
+}
+
+#[tokio::test]
+async fn reasoning_is_encrypted_only_when_asked() -> Result<()> {
+    let (addr, _handle) = start_default().await?;
+    let mut ws = connect(addr).await?;
+    let mut body = create(json!("hi"), false);
+    body["metadata"]["emulator_script"] = json!("tools=0,reasoning=1");
+    let plain = output_of(&last(&ws_turn(&mut ws, &body).await?)["response"]);
+    assert_eq!(plain[0]["type"], "reasoning");
+    assert!(plain[0]["id"].as_str().is_some_and(|id| id.starts_with("rs_")));
+    assert!(plain[0].get("encrypted_content").is_none());
+    body["include"] = json!(["reasoning.encrypted_content"]);
+    let sealed = output_of(&last(&ws_turn(&mut ws, &body).await?)["response"]);
+    assert!(sealed[0]["encrypted_content"].is_string());
+    let again = output_of(&last(&ws_turn(&mut ws, &body).await?)["response"]);
+    assert_eq!(again[0]["encrypted_content"], sealed[0]["encrypted_content"]);
+    assert_eq!(
+        last(&ws_turn(&mut ws, &body).await?)["response"]["usage"]["output_tokens_details"]["reasoning_tokens"],
+        16
+    );
+    Ok(())
+}

@@ -10,6 +10,7 @@
 //! max_connection_age_ms = 3600000
 //! warmup = false                # accept `generate:false` warm-ups
 //! ping_interval_ms = 20000      # omit to never send pings
+//! record_contexts = true        # oracle records (off for long benchmarks)
 //! [cost]                        # overrides of the profile's fields (see `CostModel`)
 //! prefill_per_uncached_token_us = 100
 //! ```
@@ -54,6 +55,9 @@ pub struct EmulatorConfig {
     pub warmup: bool,
     /// Interval of server-sent pings; `None` sends none.
     pub ping_interval: Option<Duration>,
+    /// Whether the oracle records contexts (turn off for long benchmarks:
+    /// records hold every context in full).
+    pub record_contexts: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -67,6 +71,7 @@ impl Default for EmulatorConfig {
             max_connection_age: Duration::from_secs(60 * 60),
             warmup: false,
             ping_interval: None,
+            record_contexts: true,
         }
     }
 }
@@ -99,6 +104,7 @@ struct File {
     max_connection_age_ms: Option<u64>,
     warmup: Option<bool>,
     ping_interval_ms: Option<u64>,
+    record_contexts: Option<bool>,
     cost: Option<toml::Table>,
 }
 
@@ -129,6 +135,7 @@ impl EmulatorConfig {
         }
         config.warmup = file.warmup.unwrap_or(false);
         config.ping_interval = file.ping_interval_ms.map(Duration::from_millis);
+        config.record_contexts = file.record_contexts.unwrap_or(true);
         Ok(config)
     }
 }
@@ -149,6 +156,7 @@ mod tests {
             max_connection_age_ms = 5
             warmup = true
             ping_interval_ms = 100
+            record_contexts = false
             [cost]
             per_request_ms = 1
             http_prefix_cache_hit_rate = 1.0
@@ -163,6 +171,8 @@ mod tests {
         assert_eq!(config.ws, WsMode::Refuse426);
         assert_eq!(config.max_connection_age, Duration::from_millis(5));
         assert!(config.warmup);
+        assert!(!config.record_contexts);
+        assert_eq!(config.ping_interval, Some(Duration::from_millis(100)));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - `error_at=N:STATUS:CODE`: replace event N with an error (WS: the
 //!   `{"type":"error","status",…}` frame; SSE: an `error` event; JSON: that
 //!   status and body) and end the turn;
+//! - `failed_at=N`: replace event N with `response.failed` (status `failed`,
+//!   error `server_error`) and end the turn (JSON: a 500 error);
 //! - `rate_limit`: answer 429 `rate_limit_exceeded` before any event;
 //! - `evict`: forget the connection's latest response before the request
 //!   (its continuation then gets `previous_response_not_found`);
@@ -14,8 +16,9 @@
 //! - `refuse_upgrade=STATUS`: answer the next WebSocket upgrade with STATUS;
 //! - `malformed_at=N`: send a frame that is not JSON before event N;
 //! - `close=CODE[@N]`: send a close frame with CODE after N events (default 0);
-//! - `no_pong`: the connection goes silent: it stops reading, so it answers
-//!   no pings and no frames, until the peer gives up.
+//! - `no_pong`: at the request that carries it, the connection goes silent:
+//!   it stops reading, so it answers no pings and no frames, until the peer
+//!   gives up (or the connection's age limit passes).
 //!
 //! Each fault applies once: an injected fault is consumed by the next
 //! request (or upgrade) of a matching transport.
@@ -58,6 +61,8 @@ pub enum FaultKind {
         /// The error `code`.
         code: String,
     },
+    /// `response.failed` in place of event N.
+    FailedAt(u32),
     /// 429 `rate_limit_exceeded` before any event.
     RateLimit,
     /// Forget the connection's latest response first.
@@ -128,6 +133,7 @@ impl FromStr for Fault {
                 let code = parts.next().filter(|c| !c.is_empty()).ok_or_else(bad)?.to_owned();
                 FaultKind::ErrorAt { event, status, code }
             }
+            "failed_at" => FaultKind::FailedAt(num(arg)?),
             "rate_limit" => FaultKind::RateLimit,
             "evict" => FaultKind::Evict,
             "slow" => FaultKind::Slow(Duration::from_millis(u64::from(num(arg)?))),
@@ -149,6 +155,7 @@ impl FromStr for Fault {
 pub(crate) struct TurnFaults {
     pub drop_after: Option<u32>,
     pub error_at: Option<(u32, u16, String)>,
+    pub failed_at: Option<u32>,
     pub rate_limit: bool,
     pub evict: bool,
     pub slow: Duration,
@@ -163,6 +170,7 @@ impl TurnFaults {
         match kind {
             FaultKind::DropAfter(n) => self.drop_after = Some(n),
             FaultKind::ErrorAt { event, status, code } => self.error_at = Some((event, status, code)),
+            FaultKind::FailedAt(n) => self.failed_at = Some(n),
             FaultKind::RateLimit => self.rate_limit = true,
             FaultKind::Evict => self.evict = true,
             FaultKind::Slow(d) => self.slow = d,
@@ -181,9 +189,10 @@ mod tests {
     #[test]
     fn parses_every_kind() {
         let all = "drop_after=3; ws:error_at=2:500:server_error; http:rate_limit; evict; slow=5; \
-                   refuse_upgrade=426; malformed_at=1; close=1011@2; close=1001; no_pong";
+                   refuse_upgrade=426; malformed_at=1; close=1011@2; close=1001; no_pong; failed_at=4";
         let faults = Fault::parse_list(all).expect("parse");
-        assert_eq!(faults.len(), 10);
+        assert_eq!(faults.len(), 11);
+        assert_eq!(faults[10].kind, FaultKind::FailedAt(4));
         assert_eq!(
             faults[1],
             Fault::ws(FaultKind::ErrorAt { event: 2, status: 500, code: "server_error".into() })

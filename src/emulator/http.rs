@@ -17,7 +17,8 @@ use super::cost::pause;
 use super::error::ApiError;
 use super::server::{Body, error_response, full, json_response};
 use super::state::{Shared, Transport};
-use super::turn::{self, Action};
+use super::steps::Action;
+use super::turn::{self, Turn};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 << 20;
@@ -53,20 +54,33 @@ pub(crate) async fn create(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         Ok(t) => t,
         Err(e) => return fail(&shared, &e),
     };
-    let steps = turn.steps(&shared.config.cost);
-    if body.get("stream").and_then(Value::as_bool) != Some(true) {
-        pause(steps.iter().map(|s| s.delay).sum::<Duration>()).await;
-        for step in steps {
-            match step.action {
-                Action::Event(_) => {}
-                Action::Error(e) => return fail(&shared, &e),
-                Action::Malformed => return json_like(200, "{\"id\": \"resp_"),
-                Action::Drop | Action::Close(_) => return aborted(&shared),
-            }
-        }
-        turn.complete(&shared);
-        return json_response(200, &turn.completed);
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        reply_sse(shared, turn)
+    } else {
+        reply_json(&shared, &turn).await
     }
+}
+
+/// The whole Response as JSON, after the turn's total delay.
+async fn reply_json(shared: &Shared, turn: &Turn) -> Response<Body> {
+    let steps = turn.steps(&shared.config.cost);
+    pause(steps.iter().map(|s| s.delay).sum::<Duration>()).await;
+    for step in steps {
+        match step.action {
+            Action::Event(_) => {}
+            Action::Error(e) => return fail(shared, &e),
+            Action::Failed(_) => return fail(shared, &ApiError::with_status(500, "server_error")),
+            Action::Malformed => return json_like(200, "{\"id\": \"resp_"),
+            Action::Drop | Action::Close(_) => return aborted(shared),
+        }
+    }
+    turn.complete(shared);
+    json_response(200, &turn.completed)
+}
+
+/// The event stream, played by a task as the steps come due.
+fn reply_sse(shared: Arc<Shared>, turn: Turn) -> Response<Body> {
+    let steps = turn.steps(&shared.config.cost);
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     tokio::spawn(async move {
         let mut completed = false;
@@ -81,6 +95,10 @@ pub(crate) async fn create(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                 }
                 Action::Malformed => {
                     Ok(Bytes::from_static(b"event: response.output_text.delta\ndata: {\"type\": \n\n"))
+                }
+                Action::Failed(event) => {
+                    let _ = tx.send(Ok(Frame::data(sse(&event)))).await;
+                    break;
                 }
                 Action::Error(e) => {
                     let mut event = e.sse_event();

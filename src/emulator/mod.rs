@@ -23,6 +23,7 @@ pub mod oracle;
 mod script;
 mod server;
 mod state;
+mod steps;
 mod turn;
 mod validate;
 mod ws;

@@ -93,7 +93,9 @@ pub(crate) fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key)
         .map(str::trim)
         .filter(|k| !k.is_empty());
     match (key, &shared.config.accepted_keys) {

@@ -79,7 +79,9 @@ pub(crate) struct Held {
     pub id: String,
     /// Input ++ output of the whole chain.
     pub context: Vec<Value>,
-    /// Estimated tokens of `context`.
+    /// Hash of the settings rendered before the items (instructions, tools).
+    pub prompt: u128,
+    /// Estimated tokens of the settings and `context`.
     pub tokens: u64,
     /// The final Response object (served by `GET /v1/responses/{id}`).
     pub response: Value,
@@ -136,7 +138,9 @@ impl Shared {
     }
 
     pub fn record(&self, record: ContextRecord) {
-        self.lock().records.push(record);
+        if self.config.record_contexts {
+            self.lock().records.push(record);
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -157,8 +161,8 @@ impl Shared {
         self.lock().faults.push_back(fault);
     }
 
-    /// Takes every queued per-turn fault for this transport, up to and
-    /// including the first one (each fault applies once, to one request).
+    /// Takes the oldest queued per-turn fault for this transport (each fault
+    /// applies once, to one request).
     pub fn take_fault(&self, transport: Transport) -> Option<FaultKind> {
         let mut inner = self.lock();
         let pos = inner.faults.iter().position(|f| {
@@ -196,9 +200,9 @@ impl Shared {
         }
     }
 
-    /// Remembers every prefix of a completed context.
-    pub fn remember_prefixes(&self, context: &[Value]) {
-        let hashes = prefix_hashes(context);
+    /// Remembers every prefix of a completed prompt (`seed` hashes its settings).
+    pub fn remember_prefixes(&self, seed: u128, context: &[Value]) {
+        let hashes = prefix_hashes(seed, context);
         let mut inner = self.lock();
         for h in hashes {
             if inner.prefixes.insert(h) {
@@ -212,15 +216,12 @@ impl Shared {
         }
     }
 
-    /// Length of the longest remembered proper prefix of `context`.
-    pub fn longest_prefix(&self, context: &[Value]) -> usize {
-        let hashes = prefix_hashes(context);
+    /// Items in the longest remembered proper prefix of the prompt: `Some(0)`
+    /// when only the settings are known, `None` when nothing is.
+    pub fn longest_prefix(&self, seed: u128, context: &[Value]) -> Option<usize> {
+        let hashes = prefix_hashes(seed, context);
         let inner = self.lock();
-        hashes
-            .iter()
-            .take(context.len().saturating_sub(1))
-            .rposition(|h| inner.prefixes.contains(h))
-            .map_or(0, |i| i + 1)
+        hashes.iter().take(context.len()).rposition(|h| inner.prefixes.contains(h))
     }
 }
 
@@ -231,16 +232,15 @@ fn matches_target(target: FaultTarget, transport: Transport) -> bool {
     )
 }
 
-/// Chained hashes of each prefix (1..=len) of a context, in normal form.
-fn prefix_hashes(context: &[Value]) -> Vec<u128> {
-    let mut h = 0u128;
-    context
-        .iter()
-        .map(|item| {
-            let mut bytes = h.to_le_bytes().to_vec();
-            bytes.extend_from_slice(oracle::normalize_item(item).to_string().as_bytes());
-            h = xxh3_128(&bytes);
-            h
-        })
-        .collect()
+/// Chained hashes of each prefix (0..=len items) of a prompt, in normal form.
+fn prefix_hashes(seed: u128, context: &[Value]) -> Vec<u128> {
+    let mut h = seed;
+    let mut out = vec![seed];
+    for item in context {
+        let mut bytes = h.to_le_bytes().to_vec();
+        bytes.extend_from_slice(oracle::normalize_item(item).to_string().as_bytes());
+        h = xxh3_128(&bytes);
+        out.push(h);
+    }
+    out
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::cost::tokens;
 use super::error::ApiError;
@@ -12,6 +13,7 @@ use super::events::{self, Event};
 use super::fault::{Fault, TurnFaults};
 use super::model::{self, Ask};
 use super::oracle;
+use super::script::{Script, ScriptError};
 use super::state::{ContextRecord, Held, Shared, Transport};
 use super::validate;
 
@@ -27,6 +29,8 @@ enum Parent {
 /// A validated, generated response, ready to be played.
 pub(crate) struct Turn {
     pub response_id: String,
+    /// The settings rendered before the items.
+    pub prompt: Prompt,
     /// The parent id, when the request continued one.
     pub parent_id: Option<String>,
     pub store: bool,
@@ -38,26 +42,6 @@ pub(crate) struct Turn {
     pub faults: TurnFaults,
 }
 
-/// What a transport does next, after waiting `delay`.
-pub(crate) struct Step {
-    pub delay: Duration,
-    pub action: Action,
-}
-
-/// One step of a response on the wire.
-pub(crate) enum Action {
-    /// An event, with its `sequence_number`.
-    Event(Value),
-    /// A frame that is not JSON.
-    Malformed,
-    /// An error in place of the next event; the turn ends failed.
-    Error(ApiError),
-    /// Drop the socket; the turn ends failed.
-    Drop,
-    /// Close with this code; the turn ends failed.
-    Close(u16),
-}
-
 /// Collects the faults for this request: the next queued one and `metadata.emulator_fault`.
 pub(crate) fn gather_faults(
     shared: &Shared,
@@ -66,7 +50,7 @@ pub(crate) fn gather_faults(
 ) -> Result<TurnFaults, ApiError> {
     let mut faults = TurnFaults::default();
     let mut kinds = Vec::new();
-    if let Some(text) = body.pointer_str("/metadata/emulator_fault") {
+    if let Some(text) = metadata_str(body, "emulator_fault") {
         let parsed = Fault::parse_list(text)
             .map_err(|e| ApiError::invalid(e.to_string(), Some("metadata.emulator_fault"), None))?;
         kinds.extend(parsed.into_iter().map(|f| f.kind));
@@ -79,19 +63,79 @@ pub(crate) fn gather_faults(
     Ok(faults)
 }
 
-trait PointerStr {
-    fn pointer_str(&self, pointer: &str) -> Option<&str>;
+/// A string field of the request's `metadata`.
+fn metadata_str<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    body.get("metadata")?.get(key)?.as_str()
 }
 
-impl PointerStr for Map<String, Value> {
-    fn pointer_str(&self, pointer: &str) -> Option<&str> {
-        let mut parts = pointer.trim_start_matches('/').splitn(2, '/');
-        let first = self.get(parts.next()?)?;
-        match parts.next() {
-            Some(rest) => first.pointer(&format!("/{rest}"))?.as_str(),
-            None => first.as_str(),
+/// The request settings that shape the turn (not the input).
+struct Settings {
+    warmup: bool,
+    script: Script,
+    store: bool,
+}
+
+impl Settings {
+    fn read(shared: &Shared, body: &Map<String, Value>) -> Result<Settings, ApiError> {
+        if body.get("background").and_then(Value::as_bool) == Some(true) {
+            return Err(ApiError::invalid(
+                "background mode is not supported here.",
+                Some("background"),
+                Some("unsupported_parameter"),
+            ));
         }
+        let warmup = match body.get("generate") {
+            None => false,
+            Some(Value::Bool(generate)) if shared.config.warmup => !generate,
+            Some(_) => {
+                let message = "Unknown parameter: 'generate'.";
+                return Err(ApiError::invalid(message, Some("generate"), Some("unknown_parameter")));
+            }
+        };
+        let script = match metadata_str(body, "emulator_script") {
+            Some(text) => text
+                .parse()
+                .map_err(|e: ScriptError| ApiError::invalid(e.to_string(), Some("metadata"), None))?,
+            None => shared.config.script,
+        };
+        let store = body.get("store").and_then(Value::as_bool).unwrap_or(true);
+        Ok(Settings { warmup, script, store })
     }
+}
+
+/// Finds the parent named by `previous_response_id`: the connection's
+/// latest response, else a stored one, else `previous_response_not_found`.
+fn resolve_parent(
+    shared: &Shared,
+    body: &Map<String, Value>,
+    latest: Option<&Arc<Held>>,
+) -> Result<(Option<String>, Parent), ApiError> {
+    let id = match body.get("previous_response_id") {
+        None | Some(Value::Null) => return Ok((None, Parent::None)),
+        Some(Value::String(id)) => id.clone(),
+        Some(_) => {
+            let param = Some("previous_response_id");
+            return Err(ApiError::invalid("Invalid 'previous_response_id'.", param, None));
+        }
+    };
+    let parent = match latest.filter(|l| l.id == id) {
+        Some(l) => Parent::Latest(l.clone()),
+        None => Parent::Stored(shared.stored(&id).ok_or_else(|| ApiError::previous_not_found(&id))?),
+    };
+    Ok((Some(id), parent))
+}
+
+/// Input tokens, the cached part, and the tokens rehydrated from storage.
+fn price(shared: &Shared, parent: &Parent, prompt: &Prompt, context: &[Value]) -> (u64, u64, u64) {
+    let input_tokens = prompt.tokens + context_tokens(context);
+    let (cached, rehydrated) = match parent {
+        // The warm state covers the parent only if the settings before it are unchanged.
+        Parent::Latest(p) if p.prompt == prompt.hash => (p.tokens, 0),
+        // Rehydrated from storage: only the shared prefix cache can help.
+        Parent::Latest(p) | Parent::Stored(p) => (prefix_hit(shared, prompt, context), p.tokens),
+        Parent::None => (prefix_hit(shared, prompt, context), 0),
+    };
+    (input_tokens, cached, rehydrated)
 }
 
 /// Validates and generates one response. `latest` is the connection's
@@ -104,95 +148,43 @@ pub(crate) fn prepare(
     latest: Option<&Arc<Held>>,
     faults: TurnFaults,
 ) -> Result<Turn, ApiError> {
-    if body.get("background").and_then(Value::as_bool) == Some(true) && transport == Transport::Ws {
-        return Err(ApiError::invalid(
-            "background is not supported in WebSocket mode.",
-            Some("background"),
-            Some("unsupported_parameter"),
-        ));
-    }
-    if body.get("background").and_then(Value::as_bool) == Some(true) {
-        return Err(ApiError::invalid(
-            "background is not supported by the emulator.",
-            Some("background"),
-            None,
-        ));
-    }
-    let warmup = match body.get("generate") {
-        None => false,
-        Some(Value::Bool(generate)) if shared.config.warmup => !generate,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "Unknown parameter: 'generate'.",
-                Some("generate"),
-                Some("unknown_parameter"),
-            ));
-        }
-    };
-    let script = match body.pointer_str("/metadata/emulator_script") {
-        Some(text) => text.parse().map_err(|e: super::script::ScriptError| {
-            ApiError::invalid(e.to_string(), Some("metadata"), None)
-        })?,
-        None => shared.config.script,
-    };
-    let store = body.get("store").and_then(Value::as_bool).unwrap_or(true);
+    let settings = Settings::read(shared, body)?;
     let input = validate::input_items(body)?;
-    let parent_id = match body.get("previous_response_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) => Some(id.clone()),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "Invalid 'previous_response_id'.",
-                Some("previous_response_id"),
-                None,
-            ));
-        }
-    };
-    let parent = match &parent_id {
-        None => Parent::None,
-        Some(id) => match latest.filter(|l| &l.id == id) {
-            Some(l) => Parent::Latest(l.clone()),
-            None => Parent::Stored(shared.stored(id).ok_or_else(|| ApiError::previous_not_found(id))?),
-        },
-    };
-    validate::check_reasoning(&input, store)?;
-    let mut context = match &parent {
-        Parent::None => Vec::new(),
-        Parent::Latest(p) | Parent::Stored(p) => p.context.clone(),
-    };
+    let (parent_id, parent) = resolve_parent(shared, body, latest)?;
+    validate::check_reasoning(&input, settings.store)?;
     let input_bytes: usize = input.iter().map(|i| i.to_string().len()).sum();
+    let (mut context, validated) = match &parent {
+        // Warm state was validated when it was built: only the new items are checked again.
+        Parent::Latest(p) => (p.context.clone(), input.len()),
+        Parent::Stored(p) => (p.context.clone(), p.context.len() + input.len()),
+        Parent::None => (Vec::new(), input.len()),
+    };
     context.extend(input);
     validate::check_pairing(&context)?;
 
-    let include = body.get("include").and_then(Value::as_array);
-    let ask = Ask {
-        script,
-        tools: body.get("tools"),
-        encrypted_reasoning: include
-            .is_some_and(|inc| inc.iter().any(|v| v == "reasoning.encrypted_content")),
-    };
-    let generated = if warmup {
+    let generated = if settings.warmup {
         model::Generated { output: Vec::new(), output_tokens: 0, reasoning_tokens: 0 }
     } else {
+        let include = body.get("include").and_then(Value::as_array);
+        let ask = Ask {
+            script: settings.script,
+            tools: body.get("tools"),
+            encrypted_reasoning: include
+                .is_some_and(|inc| inc.iter().any(|v| v == "reasoning.encrypted_content")),
+        };
         model::generate(&context, &ask, |p| shared.new_id(p))
     };
-
-    let cost = &shared.config.cost;
-    let instructions = body.get("instructions").and_then(Value::as_str).map(str::to_owned);
-    let input_tokens = context_tokens(&context) + instructions.as_deref().map_or(0, |i| tokens(i.len()));
-    let (cached, rehydrated) = match &parent {
-        Parent::Latest(p) => (p.tokens, 0),
-        Parent::Stored(p) => (0, p.tokens),
-        Parent::None => (prefix_hit(shared, &context), 0),
-    };
+    let prompt = Prompt::of(body);
+    let (input_tokens, cached, rehydrated) = price(shared, &parent, &prompt, &context);
     let usage = events::usage(input_tokens, cached, generated.output_tokens, generated.reasoning_tokens);
     let response_id = shared.new_id("resp");
     let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let completed =
-        events::response_object(&response_id, created_at, "completed", body, generated.output, usage);
-    let in_progress =
-        events::response_object(&response_id, created_at, "in_progress", body, Vec::new(), Value::Null);
-    let events = events::sequence(&in_progress, &completed, script.delta);
+    let object = |status, output, usage| {
+        events::response_object(&response_id, created_at, status, body, output, usage)
+    };
+    let completed = object("completed", generated.output, usage);
+    let in_progress = object("in_progress", Vec::new(), Value::Null);
+    let events = events::sequence(&in_progress, &completed, settings.script.delta);
 
     shared.with_stats(|s| {
         if parent_id.is_some() {
@@ -206,14 +198,16 @@ pub(crate) fn prepare(
         response_id: response_id.clone(),
         transport,
         previous_response_id: parent_id.clone(),
-        instructions,
+        instructions: body.get("instructions").and_then(Value::as_str).map(str::to_owned),
         context: context.clone(),
     });
+    let cost = &shared.config.cost;
     Ok(Turn {
         response_id,
         parent_id,
-        store,
-        before_first: cost.before_first_event(bytes, context.len(), input_tokens - cached, rehydrated),
+        store: settings.store,
+        prompt,
+        before_first: cost.before_first_event(bytes, validated, input_tokens - cached, rehydrated),
         context,
         completed,
         events,
@@ -225,55 +219,35 @@ fn context_tokens(context: &[Value]) -> u64 {
     context.iter().map(|i| tokens(oracle::normalize_item(i).to_string().len())).sum()
 }
 
-/// Cached tokens of a fresh request: the longest remembered prefix, when the
-/// context's hash falls within the configured hit rate.
-fn prefix_hit(shared: &Shared, context: &[Value]) -> u64 {
-    let rate = shared.config.cost.http_prefix_cache_hit_rate;
-    let k = shared.longest_prefix(context);
-    let bucket = (model::context_hash(context) % 10_000) as f64 / 10_000.0;
-    if k == 0 || bucket >= rate {
-        return 0;
+/// The settings the service renders before the items: `instructions` and `tools`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prompt {
+    pub hash: u128,
+    pub tokens: u64,
+}
+
+impl Prompt {
+    fn of(body: &Map<String, Value>) -> Prompt {
+        let mut text = body.get("instructions").map(Value::to_string).unwrap_or_default();
+        text.push('\n');
+        text.push_str(&body.get("tools").map(Value::to_string).unwrap_or_default());
+        let rendered = text.len().saturating_sub(1);
+        Prompt { hash: xxh3_128(text.as_bytes()), tokens: tokens(rendered) }
     }
-    context_tokens(&context[..k])
+}
+
+/// Cached tokens of a request without a parent: the longest remembered
+/// prefix of the prompt, when the context's hash falls within the hit rate.
+fn prefix_hit(shared: &Shared, prompt: &Prompt, context: &[Value]) -> u64 {
+    let rate = shared.config.cost.http_prefix_cache_hit_rate;
+    let bucket = (model::context_hash(context) % 10_000) as f64 / 10_000.0;
+    match shared.longest_prefix(prompt.hash, context) {
+        Some(k) if bucket < rate => prompt.tokens + context_tokens(&context[..k]),
+        _ => 0,
+    }
 }
 
 impl Turn {
-    /// The timed steps a transport plays, faults included.
-    pub fn steps(&self, cost: &super::cost::CostModel) -> Vec<Step> {
-        let f = &self.faults;
-        let mut steps = Vec::new();
-        let mut carry = self.before_first;
-        for (n, event) in self.events.iter().enumerate() {
-            let n32 = u32::try_from(n).unwrap_or(u32::MAX);
-            let delay = std::mem::take(&mut carry) + f.slow + cost.decode(event.tokens);
-            let mut push = |action| steps.push(Step { delay, action });
-            if f.drop_after == Some(n32) {
-                push(Action::Drop);
-                return steps;
-            }
-            if let Some((code, _)) = f.close.filter(|(_, after)| *after == n32) {
-                push(Action::Close(code));
-                return steps;
-            }
-            if let Some((_, status, code)) = f.error_at.as_ref().filter(|(at, _, _)| *at == n32) {
-                push(Action::Error(ApiError::with_status(*status, code)));
-                return steps;
-            }
-            if f.malformed_at == Some(n32) {
-                steps.push(Step { delay: Duration::ZERO, action: Action::Malformed });
-            }
-            let mut json = event.json.clone();
-            json["sequence_number"] = Value::from(n);
-            steps.push(Step { delay, action: Action::Event(json) });
-        }
-        if let Some((code, _)) = f.close {
-            steps.push(Step { delay: Duration::ZERO, action: Action::Close(code) });
-        } else if f.drop_after.is_some() {
-            steps.push(Step { delay: Duration::ZERO, action: Action::Drop });
-        }
-        steps
-    }
-
     /// Records a completed response: the store, the prefix cache, the stats.
     /// Returns what the connection now holds as its latest response.
     pub fn complete(&self, shared: &Shared) -> Arc<Held> {
@@ -283,14 +257,15 @@ impl Turn {
         }
         let held = Arc::new(Held {
             id: self.response_id.clone(),
-            tokens: context_tokens(&context),
+            prompt: self.prompt.hash,
+            tokens: self.prompt.tokens + context_tokens(&context),
             context,
             response: self.completed.clone(),
         });
         if self.store {
             shared.store(held.clone());
         }
-        shared.remember_prefixes(&held.context);
+        shared.remember_prefixes(self.prompt.hash, &held.context);
         let usage = &self.completed["usage"];
         shared.with_stats(|s| {
             s.completed += 1;

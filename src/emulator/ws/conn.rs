@@ -19,7 +19,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::super::cost::pause;
 use super::super::error::ApiError;
 use super::super::state::{Held, Shared, Transport};
-use super::super::turn::{self, Action};
+use super::super::steps::Action;
+use super::super::turn;
 
 /// What the reader hands the worker.
 enum Inbound {
@@ -88,13 +89,22 @@ where
                     break Flow::Stop;
                 }
             }
-            inbound = rx.recv() => match inbound {
-                None => break Flow::Stop,
-                Some(inbound) => match conn.handle(inbound).await {
-                    Flow::Continue => {}
-                    other => break other,
-                },
-            },
+            inbound = rx.recv() => {
+                let Some(inbound) = inbound else { break Flow::Stop };
+                // A running turn is cut short by shutdown.
+                let flow = tokio::select! {
+                    flow = conn.handle(inbound) => Some(flow),
+                    _ = shutdown.changed() => None,
+                };
+                match flow {
+                    Some(Flow::Continue) => {}
+                    Some(other) => break other,
+                    None => {
+                        let _ = conn.close(1001, "emulator shutting down").await;
+                        break Flow::Stop;
+                    }
+                }
+            }
         }
     };
     if let Flow::Deaf = flow {
@@ -191,8 +201,21 @@ where
                     return self.error(&e).await;
                 }
             };
+        let (completed, flow) = self.play(&turn).await;
+        if completed {
+            self.latest = Some(turn.complete(&self.shared));
+        } else {
+            if matches!(flow, Flow::Stop) {
+                self.shared.with_stats(|s| s.errors += 1);
+            }
+            self.evict_parent(turn.parent_id.as_deref());
+        }
+        flow
+    }
+
+    /// Plays the turn's steps; returns whether `response.completed` went out.
+    async fn play(&mut self, turn: &turn::Turn) -> (bool, Flow) {
         let mut completed = false;
-        let mut flow = Flow::Continue;
         for step in turn.steps(&self.shared.config.cost) {
             pause(step.delay).await;
             let sent = match step.action {
@@ -208,30 +231,24 @@ where
                     let _ = self.send_json(&e.ws_frame()).await;
                     break;
                 }
-                Action::Drop => {
-                    flow = Flow::Stop;
+                Action::Failed(event) => {
+                    self.shared.with_stats(|s| s.errors += 1);
+                    let _ = self.send_json(&event).await;
                     break;
+                }
+                Action::Drop => {
+                    return (completed, Flow::Stop);
                 }
                 Action::Close(code) => {
                     let _ = self.close(code, "emulated close").await;
-                    flow = Flow::Stop;
-                    break;
+                    return (completed, Flow::Stop);
                 }
             };
             if sent.is_err() {
-                flow = Flow::Stop;
-                break;
+                return (completed, Flow::Stop);
             }
         }
-        if completed {
-            self.latest = Some(turn.complete(&self.shared));
-        } else {
-            if matches!(flow, Flow::Stop) {
-                self.shared.with_stats(|s| s.errors += 1);
-            }
-            self.evict_parent(turn.parent_id.as_deref());
-        }
-        flow
+        (completed, Flow::Continue)
     }
 
     fn count(&self, len: usize) {
@@ -240,5 +257,39 @@ where
             s.bytes_received += len as u64;
             s.bytes_received_ws += len as u64;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::EmulatorConfig;
+    use serde_json::json;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// The connection loop over an in-memory pipe: no TCP, no HTTP.
+    #[tokio::test]
+    async fn runs_over_any_duplex_stream() -> Result<(), Box<dyn std::error::Error>> {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let shared = Arc::new(Shared::new(EmulatorConfig::default()));
+        tokio::spawn(run(shared.clone(), server));
+        let create = json!({"type": "response.create", "input": "hi",
+            "metadata": {"emulator_script": "tools=0,answer=10"}});
+        client.send(Message::text(create.to_string())).await?;
+        let mut kinds = Vec::new();
+        while kinds.last().map(String::as_str) != Some("response.completed") {
+            let Some(Ok(Message::Text(text))) = client.next().await else {
+                break;
+            };
+            let event: Value = serde_json::from_str(&text)?;
+            kinds.push(event["type"].as_str().unwrap_or_default().to_owned());
+        }
+        assert_eq!(kinds.len(), 9);
+        assert_eq!(shared.stats().requests_ws, 1);
+        assert_eq!(shared.records().len(), 1);
+        Ok(())
     }
 }
