@@ -374,3 +374,22 @@ fn the_store_can_move_between_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<SessionStore>();
 }
+
+#[test]
+fn expiry_holds_even_when_callers_clocks_are_out_of_order() {
+    let (mut st, mut sk, t0) = (store(), Sockets::default(), Instant::now());
+    let ttl = SessionLimits::default().ttl;
+    let later = t0 + Duration::from_secs(60);
+    st.commit(None, &fp(&[user("a"), answer("a")]), "resp_a", 1, later);
+    st.commit(None, &fp(&[user("b"), answer("b")]), "resp_b", 2, t0);
+    sk.idle(1, "resp_a");
+    sk.idle(2, "resp_b");
+    let at = t0 + ttl + Duration::from_secs(1);
+    let b = [user("b"), answer("b"), user("more")];
+    assert_eq!(
+        fresh_reason(st.plan(&fp(&b), at, &sk)),
+        FreshReason::Expired
+    );
+    let a = [user("a"), answer("a"), user("more")];
+    assert!(matches!(st.plan(&fp(&a), at, &sk), Plan::Continue { .. }));
+}

@@ -98,7 +98,11 @@ impl SessionStore {
         let Some(s) = self.sessions.get_mut(&id) else {
             return fresh(FreshReason::NoMatchingTip);
         };
+        // The sweep relies on LRU order; callers' clocks may not be monotonic.
         let reason = match sockets.status(s.socket) {
+            _ if now.saturating_duration_since(s.last_used) > self.limits.ttl => {
+                FreshReason::Expired
+            }
             SocketStatus::Busy => return fresh(FreshReason::SocketBusy),
             SocketStatus::Gone => FreshReason::SocketGone,
             SocketStatus::Idle {
