@@ -318,6 +318,16 @@ impl SessionStore {
     }
 }
 
+impl std::fmt::Debug for SessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStore")
+            .field("limits", &self.limits)
+            .field("sessions", &self.sessions.len())
+            .field("tips", &self.tips.len())
+            .finish_non_exhaustive()
+    }
+}
+
 fn fresh(reason: FreshReason) -> Plan {
     Plan::Fresh { reason }
 }
