@@ -179,6 +179,28 @@ const DIFFERENT: &[(&str, &str, &str)] = &[
 ];
 
 #[test]
+fn long_strings_hash_by_value_whatever_their_escaping() {
+    let plain = r"x\u00e9y ".repeat(200);
+    let text = plain.replace("\\u00e9", "é");
+    let escaped = format!(r#"{{"role":"user","content":"{plain}"}}"#);
+    let raw = format!(r#"{{"role":"user","content":"{text}"}}"#);
+    let parts = format!(r#"{{"role":"user","content":[{{"type":"input_text","text":"{plain}"}}]}}"#);
+    assert_eq!(item_hash(&escaped), item_hash(&raw));
+    assert_eq!(item_hash(&escaped), item_hash(&parts));
+    let assistant = format!(r#"{{"role":"assistant","content":"{text}"}}"#);
+    let assistant_parts = format!(
+        r#"{{"role":"assistant","content":[{{"type":"output_text","text":"{plain}","annotations":[]}}]}}"#
+    );
+    assert_eq!(item_hash(&assistant), item_hash(&assistant_parts));
+    let other = format!(r#"{{"role":"user","content":"{text}!"}}"#);
+    assert_ne!(item_hash(&raw), item_hash(&other));
+    // 256 vs 257 bytes: both sides of the threshold still differ from each other.
+    let a = format!(r#"{{"role":"user","content":"{}"}}"#, "a".repeat(256));
+    let b = format!(r#"{{"role":"user","content":"{}"}}"#, "a".repeat(257));
+    assert_ne!(item_hash(&a), item_hash(&b));
+}
+
+#[test]
 fn equal_rows() {
     for (rule, a, b) in EQUAL {
         assert_eq!(item_hash(a), item_hash(b), "rule `{rule}` should be equal");

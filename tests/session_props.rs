@@ -24,7 +24,11 @@ enum Item {
 }
 
 fn text() -> impl Strategy<Value = String> {
-    "[a-z0-9 é\"\\\\\n{}:]{0,10}"
+    // Mostly short; sometimes around the 256-byte long-string threshold.
+    prop_oneof![
+        6 => "[a-z0-9 é\"\\\\\n{}:]{0,10}",
+        1 => "[a-z é\"\\\\\n]{240,270}",
+    ]
 }
 
 fn item() -> impl Strategy<Value = Item> {

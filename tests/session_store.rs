@@ -267,3 +267,46 @@ fn the_store_can_move_between_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<SessionStore>();
 }
+
+#[test]
+fn expiry_holds_even_when_callers_clocks_are_out_of_order() {
+    let (mut st, mut sk, t0) = (store(), Sockets::default(), Instant::now());
+    let ttl = SessionLimits::default().ttl;
+    let later = t0 + Duration::from_secs(60);
+    st.commit(None, &fp(&[user("a"), answer("a")]), "resp_a", 1, later);
+    st.commit(None, &fp(&[user("b"), answer("b")]), "resp_b", 2, t0);
+    sk.idle(1, "resp_a");
+    sk.idle(2, "resp_b");
+    let at = t0 + ttl + Duration::from_secs(1);
+    let b = [user("b"), answer("b"), user("more")];
+    assert_eq!(fresh_reason(st.plan(&fp(&b), at, &sk)), FreshReason::Expired);
+    let a = [user("a"), answer("a"), user("more")];
+    assert!(matches!(st.plan(&fp(&a), at, &sk), Plan::Continue { .. }));
+}
+
+#[test]
+fn reason_labels_are_stable_unique_snake_case() {
+    let k = ItemKind::Message(Role::User);
+    let all = [
+        FreshReason::FirstTurn,
+        FreshReason::EmptyInput,
+        FreshReason::NoMatchingTip,
+        FreshReason::DivergedAt { index: 3, ours: k, theirs: ItemKind::FunctionCallOutput },
+        FreshReason::ParentNotLatest,
+        FreshReason::SocketBusy,
+        FreshReason::SocketGone,
+        FreshReason::ModelChanged,
+        FreshReason::StoreChanged,
+        FreshReason::ParentNotCompleted,
+        FreshReason::Evicted,
+        FreshReason::CapacityEvicted,
+        FreshReason::Expired,
+        FreshReason::EmptyDelta,
+    ];
+    let labels: std::collections::HashSet<_> = all.iter().map(|r| r.label()).collect();
+    assert_eq!(labels.len(), all.len());
+    assert!(labels.iter().all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+    assert!(all.iter().all(|r| !r.to_string().is_empty()));
+    assert!(all[3].to_string().contains("item 3"));
+    assert!(all[3].to_string().contains("function_call_output"));
+}

@@ -6,7 +6,8 @@
 //! streaming XXH3-128 hasher with a tagged, length-prefixed encoding: every
 //! value starts with a one-byte type tag, strings, arrays and objects carry
 //! their length, so two different canonical trees can never produce the same
-//! byte stream. The equivalence rules of DESIGN §3 are applied during the walk:
+//! byte stream (strings over 256 bytes are fed as their own XXH3-128 digest,
+//! under their own tag, so escaped ones are never copied). The equivalence rules of DESIGN §3 are applied during the walk:
 //! object keys sorted, `null` fields and empty `annotations`/`logprobs` arrays
 //! dropped (at every depth), `id`/`status` dropped on message, function_call
 //! and function_call_output items, message string content hashed as a single
@@ -17,8 +18,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use xxhash_rust::xxh3::Xxh3Default;
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 
 /// A parsed JSON value whose strings borrow from the input where they can.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +30,8 @@ pub(crate) enum Node<'a> {
     I64(i64),
     F64(f64),
     Str(Cow<'a, str>),
+    /// A long string that had escapes, kept only as its digest (see `put_str`).
+    Digest(u128),
     Arr(Vec<Node<'a>>),
     Obj(Vec<(Cow<'a, str>, Node<'a>)>),
 }
@@ -66,10 +69,12 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Str(Cow::Borrowed(v)))
     }
     fn visit_str<E>(self, v: &str) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Owned(v.to_owned())))
+        // An escaped string cannot be borrowed; a long one is digested now
+        // instead of copied (it hashes the same either way, see `put_str`).
+        Ok(owned_str(v))
     }
     fn visit_string<E>(self, v: String) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Owned(v)))
+        Ok(owned_str(&v))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
@@ -91,6 +96,13 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 }
 
+fn owned_str<'a>(v: &str) -> Node<'a> {
+    match v.len() > LONG_STR {
+        true => Node::Digest(xxh3_128(v.as_bytes())),
+        false => Node::Str(Cow::Owned(v.to_owned())),
+    }
+}
+
 impl<'de> Deserialize<'de> for Node<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(NodeVisitor)
@@ -103,10 +115,23 @@ struct KeySeed;
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Cow<'de, str>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
-        match d.deserialize_str(NodeVisitor)? {
-            Node::Str(s) => Ok(s),
-            _ => Err(de::Error::custom("object key is not a string")),
-        }
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -185,6 +210,12 @@ const TAG_U64: u8 = b'u';
 const TAG_I64: u8 = b'i';
 const TAG_F64: u8 = b'd';
 const TAG_STR: u8 = b's';
+const TAG_LONG_STR: u8 = b'S';
+
+/// Strings longer than this are encoded as their XXH3-128 digest, so an
+/// escaped one never needs a copy. The choice depends only on the length of
+/// the unescaped string, so a string always encodes the same way.
+const LONG_STR: usize = 256;
 const TAG_ARR: u8 = b'[';
 const TAG_OBJ: u8 = b'{';
 
@@ -194,8 +225,17 @@ fn put_len(h: &mut Xxh3Default, tag: u8, len: usize) {
 }
 
 fn put_str(h: &mut Xxh3Default, s: &str) {
-    put_len(h, TAG_STR, s.len());
-    h.update(s.as_bytes());
+    if s.len() > LONG_STR {
+        put_digest(h, xxh3_128(s.as_bytes()));
+    } else {
+        put_len(h, TAG_STR, s.len());
+        h.update(s.as_bytes());
+    }
+}
+
+fn put_digest(h: &mut Xxh3Default, d: u128) {
+    h.update(&[TAG_LONG_STR]);
+    h.update(&d.to_le_bytes());
 }
 
 /// Whether an object field is dropped from the canonical form at any depth.
@@ -249,6 +289,7 @@ pub(crate) fn hash_node(h: &mut Xxh3Default, node: &Node<'_>) {
             h.update(&v.to_bits().to_le_bytes());
         }
         Node::Str(s) => put_str(h, s),
+        Node::Digest(d) => put_digest(h, *d),
         Node::Arr(a) => {
             put_len(h, TAG_ARR, a.len());
             for v in a {
@@ -262,11 +303,11 @@ pub(crate) fn hash_node(h: &mut Xxh3Default, node: &Node<'_>) {
 /// Hashes message content: `"s"` as `[{"type":"input_text","text":"s"}]`.
 fn hash_content(h: &mut Xxh3Default, node: &Node<'_>, assistant: bool) {
     match node {
-        Node::Str(s) => {
+        Node::Str(_) | Node::Digest(_) => {
             put_len(h, TAG_ARR, 1);
             put_len(h, TAG_OBJ, 2);
             put_str(h, "text");
-            put_str(h, s);
+            hash_node(h, node);
             put_str(h, "type");
             put_str(h, "input_text");
         }

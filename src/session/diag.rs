@@ -5,9 +5,10 @@
 use std::collections::VecDeque;
 
 use super::canon::ItemKind;
+use super::entry::TipMap;
 use super::fingerprint::Fingerprint;
 use super::plan::FreshReason;
-use super::store::{SessionStore, TipMap};
+use super::store::SessionStore;
 
 /// Dropped tips remembered, oldest forgotten first.
 pub const TOMBSTONES: usize = 4096;

@@ -39,6 +39,7 @@
 
 mod canon;
 mod diag;
+mod entry;
 mod fingerprint;
 mod plan;
 mod store;
@@ -46,7 +47,8 @@ mod tenant;
 
 pub use canon::{ItemKind, Role};
 pub use diag::TOMBSTONES;
+pub use entry::{DIAG_ITEMS, SessionInfo};
 pub use fingerprint::{ChainSeed, Fingerprint, ItemError, fingerprint, fingerprint_values};
 pub use plan::{FreshReason, Plan, SessionId, SocketId, SocketStates, SocketStatus};
-pub use store::{DIAG_ITEMS, SessionInfo, SessionLimits, SessionStore};
+pub use store::{SessionLimits, SessionStore};
 pub use tenant::TenantId;

@@ -79,3 +79,127 @@ pub async fn get(url: &str) -> (u16, Bytes) {
     let status = resp.status().as_u16();
     (status, resp.into_body().collect().await.expect("body").to_bytes())
 }
+
+/// One conversation driven turn by turn, the way a stateless client does:
+/// every request carries the whole history.
+pub struct Conversation {
+    /// Base URL (`http://…/v1`).
+    pub base: String,
+    /// The history sent so far (grows with outputs and tool results).
+    pub input: Vec<serde_json::Value>,
+    /// `stream` flag of each request.
+    pub stream: bool,
+    /// Bearer key.
+    pub key: String,
+    /// The script the emulator follows.
+    pub script: String,
+}
+
+/// What one turn gave back.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// `x-tether-route`.
+    pub route: Option<String>,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The Response object (from JSON, or from the SSE terminal event).
+    pub fn response(&self) -> serde_json::Value {
+        if self.body.starts_with(b"{") {
+            serde_json::from_slice(&self.body).expect("json body")
+        } else {
+            tether::agent::completed_from_sse(&self.body).expect("completed event")
+        }
+    }
+    /// The SSE event types in order.
+    pub fn event_types(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.body)
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: ").map(str::to_string))
+            .collect()
+    }
+}
+
+impl Conversation {
+    /// A new conversation under `key`.
+    pub fn new(base: &str, key: &str, stream: bool) -> Conversation {
+        Conversation {
+            base: base.to_string(),
+            input: vec![
+                serde_json::json!({"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are a careful agent. ".repeat(40)}]}),
+                serde_json::json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": format!("task for {key}")}]}),
+            ],
+            stream,
+            key: key.to_string(),
+            script: "tools=20".into(),
+        }
+    }
+
+    /// The request body of the next turn.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"model": "gpt-emulated", "input": self.input, "store": false, "stream": self.stream,
+                           "include": ["reasoning.encrypted_content"],
+                           "tools": [{"type": "function", "name": "exec_command", "parameters": {"type": "object"}}],
+                           "metadata": {"emulator_script": self.script}})
+    }
+
+    /// Sends the next turn; on 200 absorbs the output and answers tool calls.
+    pub async fn turn(&mut self) -> Reply {
+        let reply = self.send().await;
+        if reply.status == 200 && !reply.event_types().iter().any(|t| t == "error" || t == "response.failed")
+        {
+            let response = reply.response();
+            for item in response["output"].as_array().expect("output") {
+                self.input.push(item.clone());
+                if item["type"] == "function_call" {
+                    self.input.push(serde_json::json!({"type": "function_call_output", "call_id": item["call_id"], "output": "done"}));
+                }
+            }
+        }
+        reply
+    }
+
+    /// Sends the next turn's request without absorbing anything.
+    pub async fn send(&self) -> Reply {
+        let req = http::Request::post(format!("{}/responses", self.base))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", self.key))
+            .body(Full::new(Bytes::from(self.body().to_string())))
+            .expect("request");
+        let resp = client().request(req).await.expect("response");
+        let status = resp.status().as_u16();
+        let route = resp.headers().get("x-tether-route").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        Reply { status, route, body }
+    }
+}
+
+/// Starts the emulator with `config` and tether in front of it.
+pub async fn emulator_and_tether(
+    emu: tether::emulator::EmulatorConfig,
+    tweak: impl FnOnce(&mut Config),
+) -> (tether::emulator::EmulatorHandle, Tether) {
+    let (addr, handle) = tether::emulator::spawn(emu).await.expect("emulator");
+    let mut config = config_for(&format!("http://{addr}/v1"));
+    tweak(&mut config);
+    (handle, start(config).await)
+}
+
+/// Every context the emulator recorded equals what the client sent for it.
+pub fn assert_oracle_clean(
+    emu: &tether::emulator::EmulatorHandle,
+    sent: &[(String, Vec<serde_json::Value>)],
+) {
+    let contexts = emu.contexts();
+    for (id, input) in sent {
+        let ctx =
+            contexts.iter().find(|c| &c.response_id == id).unwrap_or_else(|| panic!("no record for {id}"));
+        if let Err(m) = tether::emulator::oracle::same_context(input, &ctx.context) {
+            panic!("context of {id} differs from what the client sent: {m:?}");
+        }
+    }
+}
