@@ -25,11 +25,16 @@ pub struct Events {
 
 impl Default for Events {
     fn default() -> Self {
-        Events { tx: broadcast::channel(BUFFER).0 }
+        Events::with_capacity(BUFFER)
     }
 }
 
 impl Events {
+    /// A stream that buffers `capacity` records per reader.
+    pub fn with_capacity(capacity: usize) -> Events {
+        Events { tx: broadcast::channel(capacity.max(1)).0 }
+    }
+
     /// Publishes one JSON record (a no-op without readers).
     pub fn publish(&self, json: impl FnOnce() -> String) {
         if self.tx.receiver_count() > 0 {

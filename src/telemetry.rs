@@ -4,15 +4,33 @@
 //! and for subcommands' reports. `RUST_LOG` wins over `[log] level`.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Directive;
+
+/// Third-party targets that dump wire data (request headers with API keys,
+/// frames with conversation content) at debug/trace. They are capped at
+/// `info` whatever `RUST_LOG` says: keys and content never reach the log
+/// through them. tether's own content logging is `log.content`.
+const WIRE_LOGGERS: [&str; 6] = ["tungstenite", "tokio_tungstenite", "h2", "hyper", "hyper_util", "rustls"];
+
+/// The filter: `RUST_LOG`, else `level`, with the wire loggers capped.
+pub fn filter(level: &str) -> EnvFilter {
+    let mut filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in WIRE_LOGGERS {
+        if let Ok(d) = format!("{target}=info").parse::<Directive>() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. Safe to call more than once (later calls
 /// are ignored), so tests and subcommands can call it freely.
 pub fn init(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter(&log.level);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Plain => builder.with_target(false).try_init(),

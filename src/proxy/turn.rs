@@ -116,7 +116,7 @@ impl<'a> Turn<'a> {
     pub fn set_plan(&mut self, plan: &Plan, unhashable: bool) {
         match plan {
             Plan::Continue { session, parent_response_id, delta_start, socket } => {
-                self.route = Route::Continue;
+                self.set_route(Route::Continue);
                 self.cont = Some(Continuation {
                     session: *session,
                     parent: parent_response_id.clone(),
@@ -126,17 +126,22 @@ impl<'a> Turn<'a> {
                 self.record.session = Some(*session);
             }
             Plan::Fresh { reason } => {
-                self.route = Route::Fresh;
+                self.set_route(Route::Fresh);
                 self.record.reason = Some(if unhashable { "unhashable_input" } else { reason.label() });
                 self.record.detail = Some(reason.to_string());
             }
         }
     }
 
+    fn set_route(&mut self, route: Route) {
+        self.route = route;
+        self.record.route = route;
+    }
+
     /// The client chains by itself: forward as is, on `socket` (the one
     /// holding its `previous_response_id`) when there is one.
     pub fn client_managed(&mut self, socket: Option<SocketId>) {
-        self.route = Route::ClientManaged;
+        self.set_route(Route::ClientManaged);
         self.prefer = socket;
     }
 
@@ -146,7 +151,7 @@ impl<'a> Turn<'a> {
             self.app.managed.store().evict(c.session);
         }
         if self.route == Route::Continue {
-            self.route = Route::Fresh;
+            self.set_route(Route::Fresh);
         }
         self.record.reason = Some(reason.label());
         self.record.detail = Some(reason.to_string());
@@ -256,6 +261,10 @@ impl<'a> Turn<'a> {
     async fn attempt(&mut self, lease: &mut Lease) -> Attempt {
         let delta = self.cont.as_ref().map(|c| (c.parent.as_str(), c.delta_start));
         let frame = self.parsed.create_frame(delta);
+        if self.app.config.log.content {
+            // Opt-in only (`log.content`). Frames never carry credentials.
+            tracing::info!(target: "tether::content", frame = %frame, "upstream frame");
+        }
         self.record.bytes_up = frame.len();
         self.record.items_up = match &self.cont {
             Some(c) => self.parsed.item_count() - c.delta_start,

@@ -128,16 +128,26 @@ impl Translator {
         }
         let head: Head<'_> =
             serde_json::from_str(frame).map_err(|e| TranslateError::Malformed(e.to_string()))?;
-        if let Some(n) = head.sequence_number.and_then(|raw| raw.get().parse::<u64>().ok()) {
+        let frame_seq = head.sequence_number.and_then(|raw| raw.get().parse::<u64>().ok());
+        let next_seq = frame_seq.or(self.last_seq.map(|n| n + 1));
+        if let Some(n) = frame_seq {
             self.last_seq = Some(n);
         }
         let kind = head.kind.as_ref();
         let (text, end) = match head.response {
             Some(resp) => self.response_frame(frame, kind, resp)?,
             None if kind == "error" => {
+                // A WebSocket error frame is nested and carries `status`; a
+                // plain-HTTP stream shows the flat `error` event, numbered
+                // after the last event, which is what SDKs expect.
                 let e = error_body_from_frame(frame)?;
+                let out = match self.mode {
+                    Mode::Sse => flat_error_event(&e.body, next_seq),
+                    Mode::Json => Bytes::new(),
+                };
+                self.ended = true;
                 let end = Outcome::Error { status: e.status, code: e.code, json_body: e.body };
-                (std::borrow::Cow::Borrowed(frame), Some(end))
+                return Ok(Step { out, end: Some(end) });
             }
             None if TERMINAL.contains(&kind) => {
                 return Err(TranslateError::Malformed(format!("{kind} without a response object")));
@@ -211,4 +221,18 @@ fn sse_event(kind: &str, text: &str) -> Bytes {
     }
     b.put_slice(b"\n");
     b.freeze()
+}
+
+/// The plain-HTTP `error` event for an API error body
+/// (`{"error":{message, code, param}}`), numbered `seq` (the frame's own, else after the last event).
+fn flat_error_event(body: &[u8], seq: Option<u64>) -> Bytes {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let e = &v["error"];
+    let mut data = serde_json::json!({
+        "type": "error", "code": e["code"], "message": e["message"], "param": e["param"],
+    });
+    if let (Some(n), Some(obj)) = (seq, data.as_object_mut()) {
+        obj.insert("sequence_number".into(), n.into());
+    }
+    Bytes::from(format!("event: error\ndata: {data}\n\n"))
 }

@@ -199,16 +199,20 @@ fn failed_maps_code_to_status() {
 fn error_frames_nested_and_flat() {
     let nested = r#"{"type":"error","status":400,"error":{"type":"invalid_request_error","code":"previous_response_not_found","message":"Previous response with id 'resp_x' not found.","param":"previous_response_id"}}"#;
     let flat = r#"{"type":"error","sequence_number":7,"code":"server_error","message":"oops","param":null}"#;
+    // Downstream, both become the flat event a plain-HTTP stream carries.
+    let nested_sse = r#"{"code":"previous_response_not_found","message":"Previous response with id 'resp_x' not found.","param":"previous_response_id","type":"error"}"#;
+    let flat_sse =
+        r#"{"code":"server_error","message":"oops","param":null,"sequence_number":7,"type":"error"}"#;
     let cases = [
-        (nested, 400, Some("previous_response_not_found"), "invalid_request_error"),
-        (flat, 500, Some("server_error"), "server_error"),
+        (nested, 400, Some("previous_response_not_found"), "invalid_request_error", nested_sse),
+        (flat, 500, Some("server_error"), "server_error", flat_sse),
     ];
-    for (f, status, code, kind) in cases {
+    for (f, status, code, kind, downstream) in cases {
         for mode in [Mode::Sse, Mode::Json] {
             let mut t = Translator::new(mode, None);
             let step = t.on_frame(f).expect("valid");
             match mode {
-                Mode::Sse => assert_eq!(text(&step.out), sse("error", f)),
+                Mode::Sse => assert_eq!(text(&step.out), sse("error", downstream)),
                 Mode::Json => assert!(step.out.is_empty()),
             }
             match step.end {
@@ -227,6 +231,11 @@ fn error_frames_nested_and_flat() {
     assert_eq!(e.status, 400);
     let v: serde_json::Value = serde_json::from_slice(&e.body).expect("json");
     assert_eq!(v["error"]["param"], "previous_response_id");
+    // A nested frame after numbered events is numbered next.
+    let mut t = Translator::new(Mode::Sse, None);
+    t.on_frame(r#"{"type":"response.output_text.delta","sequence_number":4,"delta":"x"}"#).expect("delta");
+    let step = t.on_frame(nested).expect("error");
+    assert!(text(&step.out).contains(r#""sequence_number":5"#), "{}", text(&step.out));
 }
 
 #[test]

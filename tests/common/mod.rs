@@ -131,7 +131,7 @@ impl Conversation {
             base: base.to_string(),
             input: vec![
                 serde_json::json!({"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are a careful agent. ".repeat(40)}]}),
-                serde_json::json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": format!("task for {key}")}]}),
+                serde_json::json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": format!("task for {}", key.chars().rev().collect::<String>())}]}),
             ],
             stream,
             key: key.to_string(),
