@@ -9,7 +9,7 @@ import json
 import httpx2
 import openai
 
-from harness import Target, check, finish
+from harness import Target, check, finish, oracle_selftest
 
 TOOLS = [
     {
@@ -110,6 +110,7 @@ def error(metadata: dict, exc: type[openai.APIStatusError], stream: bool):
 
 
 if __name__ == "__main__":
+    oracle_selftest()
     for stream in (False, True):
         mode = "stream" if stream else "json"
         check(f"python openai {openai.__version__} {mode}: two-turn text", chat(stream), calls=2)

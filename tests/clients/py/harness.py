@@ -153,6 +153,31 @@ def oracle_mismatches(bodies: list[dict], records: list[dict]) -> list[str]:
     return problems
 
 
+def oracle_selftest() -> None:
+    """The mirror agrees with the table in src/emulator/oracle.rs's own tests."""
+    sent = [
+        {"role": "user", "content": "hi"},
+        {"type": "message", "role": "assistant", "content": [{"type": "input_text", "text": "yo"}]},
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c", "output": "ok", "id": "fco_1"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "x"},
+    ]
+    held = [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+        {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
+         "content": [{"type": "output_text", "text": "yo", "annotations": [], "logprobs": []}]},
+        {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c", "output": "ok"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "x", "content": None},
+    ]
+    assert oracle_mismatches([{"input": sent}], [{"context": held}]) == [], "equivalent forms must match"
+    held[2] = {**held[2], "arguments": "{ }"}
+    assert oracle_mismatches([{"input": sent}], [{"context": held}]), "different arguments must differ"
+    held[4] = {**held[4], "id": "rs_2"}
+    assert len(oracle_mismatches([{"input": sent}], [{"context": held}])) == 1, "reports the first difference"
+    assert oracle_mismatches([{"input": "hi"}], [{"context": [], "instructions": None}]), "lengths differ"
+
+
 # --- running a check ---
 
 
