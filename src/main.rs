@@ -65,9 +65,10 @@ async fn run_emulator(global: &tether::cli::GlobalArgs, profile: &str) -> anyhow
         }
         None => ([127, 0, 0, 1], 0).into(),
     };
+    let stop = tether::shutdown::signal();
     let (addr, handle) = emulator::spawn(config).await?;
     println!("listening on {addr}");
-    tether::shutdown::signal().await;
+    stop.await;
     handle.shutdown();
     Ok(())
 }
@@ -98,9 +99,11 @@ fn run_serve(config: Config) -> ExitCode {
             }
         };
         let addr = listener.local_addr().unwrap_or(config.server.listen);
+        // Handlers first: a script may send SIGTERM right after reading the address.
+        let stop = tether::shutdown::signal();
         println!("listening on {addr}");
         tracing::info!(%addr, upstream = %config.upstream.base_url, "tether listening");
-        tether::serve(config, listener, tether::shutdown::signal()).await;
+        tether::serve(config, listener, stop).await;
         ExitCode::SUCCESS
     })
 }
