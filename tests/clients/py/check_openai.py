@@ -109,6 +109,21 @@ def error(metadata: dict, exc: type[openai.APIStatusError], stream: bool):
     return run
 
 
+def midstream_error(t: Target):
+    """An upstream failure after events went out: the SDK sees the same
+    `error` event (or exception) as from a plain-HTTP stream."""
+    cl = client(t)
+    seen = []
+    try:
+        with cl.responses.create(stream=True, model="gpt-5", input="hi", metadata={
+                "emulator_script": "tools=0,answer=30", "emulator_fault": "error_at=3:500:server_error"}) as events:
+            for event in events:
+                seen.append([event.type, getattr(event, "code", None), getattr(event, "message", None)])
+    except openai.APIError as e:
+        seen.append(["raised", type(e).__name__, e.message])
+    return seen
+
+
 if __name__ == "__main__":
     oracle_selftest()
     for stream in (False, True):
@@ -119,4 +134,5 @@ if __name__ == "__main__":
               error({"emulator_script": "no_such_knob=1"}, openai.BadRequestError, stream), oracle=False)
         check(f"python openai {openai.__version__} {mode}: 429 -> RateLimitError",
               error({"emulator_fault": "rate_limit"}, openai.RateLimitError, stream), oracle=False)
+    check(f"python openai {openai.__version__} stream: error event mid-stream", midstream_error, oracle=False)
     finish()
