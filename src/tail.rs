@@ -130,3 +130,26 @@ pub async fn run(url: &str, out: &mut (dyn Write + Send)) -> anyhow::Result<()> 
     writeln!(out, "{}", summary.line())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_summary() {
+        let cont = serde_json::json!({"session": 3, "plan": "continue", "items_in": 40, "items_up": 2,
+            "bytes_in": 60000, "bytes_up": 3000, "ttfe_ms": 1.5, "total_ms": 20.0, "status": 200, "outcome": "completed"});
+        let fresh = serde_json::json!({"session": null, "plan": "fresh", "reason": "diverged", "items_in": 41,
+            "items_up": 41, "bytes_in": 61000, "bytes_up": 61000, "total_ms": 30.0, "status": 200,
+            "outcome": "completed", "detail": "diverged at item 7"});
+        let line = format_record(&cont, false);
+        assert!(line.starts_with("s3") && line.contains("continue") && line.contains("2/40"), "{line}");
+        assert!(!line.contains('\x1b'));
+        let line = format_record(&fresh, true);
+        assert!(line.contains("diverged at item 7") && line.contains("\x1b[33m"), "{line}");
+        let mut s = Summary::default();
+        s.add(&cont);
+        s.add(&fresh);
+        assert_eq!(s.line(), "-- 2 turns, 50% continued, 62 KB of 118 KB sent upstream (47% saved)");
+    }
+}
