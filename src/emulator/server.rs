@@ -37,6 +37,9 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn connection(stream: TcpStream, shared: Arc<Shared>) {
+    // Like any real server: one event per small write must not wait for
+    // Nagle's algorithm (40 ms with delayed ACKs).
+    let _ = stream.set_nodelay(true);
     let mut shutdown = shared.shutdown.subscribe();
     if *shutdown.borrow() {
         return;

@@ -1,0 +1,127 @@
+//! Shared pieces: starting the emulator and tether, a keep-alive client,
+//! percentiles, and writing results.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tether::config::Config;
+use tether::emulator::{self, CostModel, EmulatorConfig, EmulatorHandle};
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4096).build(c)
+}
+
+pub async fn emulator(cost: CostModel, record: bool) -> anyhow::Result<(String, EmulatorHandle)> {
+    let (addr, handle) =
+        emulator::spawn(EmulatorConfig { cost, record_contexts: record, ..EmulatorConfig::default() })
+            .await?;
+    Ok((format!("http://{addr}/v1"), handle))
+}
+
+/// tether in-process in front of `upstream`; returns its address.
+pub async fn tether(upstream: &str, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<SocketAddr> {
+    let mut config = Config::default();
+    config.server.listen = ([127, 0, 0, 1], 0).into();
+    config.upstream.base_url = upstream.to_string();
+    config.upstream.ws_url = String::new();
+    config.upstream.api_key_env = "TETHER_BENCH_NO_KEY".into();
+    config.log.level = "warn".into();
+    tweak(&mut config);
+    let config = config.with_derived();
+    let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(tether::serve(config, listener, std::future::pending()));
+    Ok(addr)
+}
+
+/// One POST; returns status, time to the first body byte, total time, body.
+pub async fn post(
+    c: &HttpClient,
+    url: &str,
+    body: Bytes,
+) -> anyhow::Result<(u16, Duration, Duration, Bytes)> {
+    let started = Instant::now();
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-bench")
+        .body(Full::new(body))?;
+    let resp = c.request(req).await.context("request")?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut out = Vec::new();
+    let mut first = None;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            first.get_or_insert_with(|| started.elapsed());
+            out.extend_from_slice(&data);
+        }
+    }
+    let total = started.elapsed();
+    Ok((status, first.unwrap_or(total), total, Bytes::from(out)))
+}
+
+/// A realistic agent turn: `items` items, about `bytes` of JSON, no tool calls left.
+pub fn agent_turn(items: usize, bytes: usize, stream: bool, script: &str) -> Value {
+    let per = bytes / items.max(1);
+    let mut input = vec![json!({"type": "message", "role": "developer",
+        "content": [{"type": "input_text", "text": tether::agent::filler("bench-sys", per)}]})];
+    let mut i = 0;
+    while input.len() + 2 <= items {
+        let call_id = format!("call_{i}");
+        input.push(json!({"type": "function_call", "call_id": call_id, "name": "exec_command",
+            "arguments": format!("{{\"cmd\":\"ls {i}\"}}")}));
+        input.push(json!({"type": "function_call_output", "call_id": call_id,
+            "output": tether::agent::filler(&format!("out-{i}"), per.saturating_sub(60))}));
+        i += 1;
+    }
+    input.push(json!({"type": "message", "role": "user", "content": "summarise"}));
+    json!({"model": "gpt-emulated", "input": input, "store": false, "stream": stream,
+           "metadata": {"emulator_script": script}})
+}
+
+/// The p-th percentile (0..=100) in microseconds.
+pub fn pct_us(samples: &mut [Duration], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_unstable();
+    let idx = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[idx.min(samples.len() - 1)].as_secs_f64() * 1e6
+}
+
+/// Prints a two-column table and writes `json` to `path` when given.
+pub fn report(title: &str, json: &Value, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    println!("\n{title}");
+    if let Some(map) = json.as_object() {
+        for (k, v) in map {
+            println!("  {k:<28} {v}");
+        }
+    }
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(json)?)?;
+    }
+    Ok(())
+}
+
+/// Resident memory of a process (VmRSS, VmHWM) in MB, from /proc.
+pub fn rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

@@ -1,0 +1,175 @@
+//! `overhead`, `stream` and `throughput`: what tether adds to a request,
+//! against the same requests sent directly to the emulator (and through
+//! nginx when it is installed), in the same run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::json;
+use tether::emulator::CostModel;
+
+use crate::common::{self, HttpClient};
+
+async fn latencies(c: &HttpClient, url: &str, body: &Bytes, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (status, _, total, _) = common::post(c, url, body.clone()).await?;
+        anyhow::ensure!(status == 200, "{url} answered {status}");
+        out.push(total);
+    }
+    Ok(out)
+}
+
+/// Non-streaming agent turns (20 items, ~8 KB), concurrency 1.
+pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
+    let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
+    let tether = common::tether(&upstream, |_| {}).await?;
+    let body = Bytes::from(common::agent_turn(20, 8_000, false, "tools=0,answer=200").to_string());
+    let c = common::client();
+    let direct_url = format!("{upstream}/responses");
+    let tether_url = format!("http://{tether}/v1/responses");
+    let warm = requests / 10 + 10;
+    latencies(&c, &direct_url, &body, warm).await?;
+    latencies(&c, &tether_url, &body, warm).await?;
+    // Interleave blocks so drift on a shared machine hits both sides alike.
+    let (mut direct, mut through) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        direct.extend(latencies(&c, &direct_url, &body, requests / 10).await?);
+        through.extend(latencies(&c, &tether_url, &body, requests / 10).await?);
+    }
+    let p = |v: &mut Vec<Duration>, q| common::pct_us(v, q);
+    let (d50, d99, t50, t99) =
+        (p(&mut direct, 50.0), p(&mut direct, 99.0), p(&mut through, 50.0), p(&mut through, 99.0));
+    let mut out = json!({
+        "requests": direct.len(), "body_bytes": body.len(),
+        "direct_p50_us": d50, "direct_p99_us": d99, "tether_p50_us": t50, "tether_p99_us": t99,
+        "added_p50_us": t50 - d50, "added_p99_us": t99 - d99,
+    });
+    match crate::nginx::Nginx::start(&upstream) {
+        Ok(Some(nginx)) => {
+            let url = format!("{}/responses", nginx.base());
+            latencies(&c, &url, &body, warm).await?;
+            let mut via = Vec::new();
+            for _ in 0..10 {
+                via.extend(latencies(&c, &url, &body, requests / 10).await?);
+            }
+            out["nginx_p50_us"] = json!(p(&mut via, 50.0));
+            out["nginx_p99_us"] = json!(p(&mut via, 99.0));
+            out["nginx_added_p50_us"] = json!(p(&mut via, 50.0) - d50);
+            out["nginx_added_p99_us"] = json!(p(&mut via, 99.0) - d99);
+        }
+        Ok(None) => out["nginx"] = json!("not installed"),
+        Err(e) => out["nginx"] = json!(format!("failed to start: {e}")),
+    }
+    Ok(out)
+}
+
+/// Streaming turns with 64 paced deltas: added time to first event and gaps.
+pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
+    let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
+    let tether = common::tether(&upstream, |_| {}).await?;
+    let mut body = common::agent_turn(20, 8_000, true, "tools=0,answer=4096,delta=64");
+    body["metadata"]["emulator_fault"] = json!("slow=2");
+    let body = Bytes::from(body.to_string());
+    let c = common::client();
+    let mut sides = Vec::new();
+    for url in [format!("{upstream}/responses"), format!("http://{tether}/v1/responses")] {
+        let (mut ttfe, mut gaps) = (Vec::new(), Vec::new());
+        for _ in 0..turns {
+            let (t, g) = stream_once(&c, &url, body.clone()).await?;
+            ttfe.push(t);
+            gaps.extend(g);
+        }
+        sides.push((ttfe, gaps));
+    }
+    let (mut dt, mut dg) = sides.remove(0);
+    let (mut tt, mut tg) = sides.remove(0);
+    let p = common::pct_us;
+    Ok(json!({
+        "turns": turns, "events_per_turn": dg.len() / turns.max(1) + 1,
+        "direct_ttfe_p50_us": p(&mut dt, 50.0), "tether_ttfe_p50_us": p(&mut tt, 50.0),
+        "added_ttfe_p50_us": p(&mut tt, 50.0) - p(&mut dt, 50.0),
+        "added_ttfe_p99_us": p(&mut tt, 99.0) - p(&mut dt, 99.0),
+        "direct_gap_p99_us": p(&mut dg, 99.0), "tether_gap_p99_us": p(&mut tg, 99.0),
+        "added_gap_p99_us": p(&mut tg, 99.0) - p(&mut dg, 99.0),
+    }))
+}
+
+/// Time to the first SSE event and the gaps between later events.
+async fn stream_once(c: &HttpClient, url: &str, body: Bytes) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    use http_body_util::BodyExt;
+    let started = Instant::now();
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-bench")
+        .body(http_body_util::Full::new(body))?;
+    let resp = c.request(req).await?;
+    anyhow::ensure!(resp.status() == 200, "{url} answered {}", resp.status());
+    let mut body = resp.into_body();
+    let (mut first, mut last, mut gaps) = (None, None::<Instant>, Vec::new());
+    while let Some(frame) = body.frame().await {
+        if frame?.is_data() {
+            let now = Instant::now();
+            first.get_or_insert(now - started);
+            if let Some(prev) = last {
+                gaps.push(now - prev);
+            }
+            last = Some(now);
+        }
+    }
+    Ok((first.unwrap_or_default(), gaps))
+}
+
+/// Closed-loop load at rising concurrency; the best rate with p99 < 10 ms.
+pub async fn throughput(seconds: f64) -> anyhow::Result<serde_json::Value> {
+    let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
+    let tether = common::tether(&upstream, |_| {}).await?;
+    let body = Bytes::from(common::agent_turn(20, 8_000, false, "tools=0,answer=200").to_string());
+    let mut out = json!({});
+    let mut levels = Vec::new();
+    for (name, url) in
+        [("direct", format!("{upstream}/responses")), ("tether", format!("http://{tether}/v1/responses"))]
+    {
+        let mut best = 0.0f64;
+        for conc in [1usize, 2, 4, 8, 16, 32] {
+            let (rps, p99) = load(&url, &body, conc, Duration::from_secs_f64(seconds)).await?;
+            levels
+                .push(json!({"side": name, "concurrency": conc, "rps": rps.round(), "p99_us": p99.round()}));
+            if p99 < 10_000.0 {
+                best = best.max(rps);
+            }
+        }
+        out[format!("{name}_rps")] = json!(best.round());
+    }
+    out["levels"] = json!(levels);
+    Ok(out)
+}
+
+async fn load(url: &str, body: &Bytes, conc: usize, dur: Duration) -> anyhow::Result<(f64, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let c = common::client();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (c, url, body, stop) = (c.clone(), url.to_string(), body.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (status, _, total, _) = common::post(&c, &url, body.clone()).await?;
+                anyhow::ensure!(status == 200, "status {status}");
+                lat.push(total);
+            }
+            Ok(lat)
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((rps, common::pct_us(&mut all, 99.0)))
+}

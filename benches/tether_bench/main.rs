@@ -1,0 +1,124 @@
+//! `tether-bench`: performance scenarios, each measured in one run against
+//! references (direct calls to the emulator, and nginx when installed).
+//! Results print as a table and, with `--json PATH`, as JSON. See
+//! BENCHMARKS.md for the figures and how they were obtained.
+
+mod common;
+mod events;
+mod latency;
+mod loops;
+mod memory;
+mod nginx;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tether-bench", about = "tether's performance scenarios")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Write the results as JSON here.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Tiny sizes: checks that every scenario runs (used by benches/smoke).
+    #[arg(long, global = true)]
+    quick: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum Scenario {
+    /// Non-streaming agent turns at concurrency 1: added latency.
+    Overhead {
+        #[arg(long, default_value_t = 5000)]
+        requests: usize,
+    },
+    /// Streaming turns with 64 paced deltas: added time to first event and gaps.
+    Stream {
+        #[arg(long, default_value_t = 200)]
+        turns: usize,
+    },
+    /// Closed-loop load at rising concurrency: best rate with p99 < 10 ms.
+    Throughput {
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+    /// N concurrent streaming conversations through a tether child process.
+    Concurrency {
+        #[arg(long, default_value_t = 1000)]
+        conversations: usize,
+        #[arg(long, default_value_t = 3)]
+        turns: usize,
+    },
+    /// The 30-turn agent loop, direct vs through tether, zero and illustrative profiles.
+    Loop {
+        #[arg(long, default_value_t = 29)]
+        tool_calls: usize,
+    },
+    /// One conversation grown to 1 MB: tether's own time per turn vs one parse.
+    Large {
+        #[arg(long, default_value_t = 1_000_000)]
+        bytes: usize,
+        #[arg(long, default_value_t = 30)]
+        samples: usize,
+    },
+    /// Every scenario in turn (JSON: one object keyed by scenario).
+    All,
+}
+
+async fn run(s: &Scenario, quick: bool) -> anyhow::Result<serde_json::Value> {
+    Ok(match s {
+        Scenario::Overhead { requests } => latency::overhead(if quick { 100 } else { *requests }).await?,
+        Scenario::Stream { turns } => latency::stream(if quick { 5 } else { *turns }).await?,
+        Scenario::Throughput { seconds } => latency::throughput(if quick { 0.1 } else { *seconds }).await?,
+        Scenario::Concurrency { conversations, turns } => {
+            memory::concurrency(if quick { 20 } else { *conversations }, *turns).await?
+        }
+        Scenario::Loop { tool_calls } => {
+            let profiles: &[&str] = if quick { &["zero"] } else { &["zero", "illustrative"] };
+            loops::agent_loop(if quick { 5 } else { *tool_calls }, profiles).await?
+        }
+        Scenario::Large { bytes, samples } => {
+            loops::large(if quick { 100_000 } else { *bytes }, if quick { 3 } else { *samples }).await?
+        }
+        Scenario::All => unreachable!("handled by the caller"),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let all = [
+        ("overhead", Scenario::Overhead { requests: 5000 }),
+        ("stream", Scenario::Stream { turns: 200 }),
+        ("throughput", Scenario::Throughput { seconds: 2.0 }),
+        ("concurrency", Scenario::Concurrency { conversations: 1000, turns: 3 }),
+        ("loop", Scenario::Loop { tool_calls: 29 }),
+        ("large", Scenario::Large { bytes: 1_000_000, samples: 30 }),
+    ];
+    let chosen: Vec<(&str, Scenario)> = match &cli.scenario {
+        Scenario::All => all.to_vec(),
+        one => vec![(
+            all.iter()
+                .find(|(_, s)| std::mem::discriminant(s) == std::mem::discriminant(one))
+                .map_or("", |x| x.0),
+            one.clone(),
+        )],
+    };
+    let mut out = serde_json::Map::new();
+    for (name, s) in &chosen {
+        let result = run(s, cli.quick).await?;
+        common::report(name, &result, None)?;
+        out.insert((*name).to_string(), result);
+    }
+    if let Some(path) = &cli.json {
+        let doc = if out.len() == 1 {
+            out.into_iter().next().map(|(_, v)| v).unwrap_or_default()
+        } else {
+            out.into()
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
+}
