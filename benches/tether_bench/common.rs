@@ -85,6 +85,12 @@ pub fn agent_turn(items: usize, bytes: usize, stream: bool, script: &str) -> Val
         i += 1;
     }
     input.push(json!({"type": "message", "role": "user", "content": "summarise"}));
+    // Pad the developer message so the whole body is about `bytes`.
+    let have = serde_json::to_string(&input).map_or(0, |s| s.len());
+    if let Some(text) = input[0]["content"][0]["text"].as_str() {
+        let padded = format!("{text} {}", tether::agent::filler("pad", bytes.saturating_sub(have + 200)));
+        input[0]["content"][0]["text"] = json!(padded);
+    }
     json!({"model": "gpt-emulated", "input": input, "store": false, "stream": stream,
            "metadata": {"emulator_script": script}})
 }

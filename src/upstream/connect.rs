@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use http::HeaderValue;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -59,7 +60,11 @@ pub async fn connect(settings: &WsSettings, creds: &Credentials) -> Result<Upstr
         true => Some(tls_connector()?),
         false => None,
     };
-    let attempt = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
+    // Small per-socket buffers: a sidecar holds one socket per live
+    // conversation, and tungstenite's 128 KiB defaults cost ~250 KiB each.
+    // Larger frames still work (buffers grow); writes flush per frame.
+    let config = WebSocketConfig::default().read_buffer_size(16 * 1024).write_buffer_size(0);
+    let attempt = tokio_tungstenite::connect_async_tls_with_config(req, Some(config), true, connector);
     match tokio::time::timeout(settings.connect_timeout, attempt).await {
         Err(_) => Err(UpstreamError::Connect("connect timed out".into())),
         Ok(Ok((ws, _response))) => Ok(ws),
