@@ -66,29 +66,47 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     Ok(out)
 }
 
-/// Streaming turns with 64 paced deltas: added time to first event and gaps.
+/// Streaming turns with 64 deltas: added time to first event (unpaced, so
+/// timer granularity does not blur it) and added gap between events (paced
+/// 2 ms apart by the emulator).
 pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
     let tether = common::tether(&upstream, |_| {}).await?;
-    let mut body = common::agent_turn(20, 8_000, true, "tools=0,answer=4096,delta=64");
-    body["metadata"]["emulator_fault"] = json!("slow=2");
-    let body = Bytes::from(body.to_string());
+    let unpaced = common::agent_turn(20, 8_000, true, "tools=0,answer=4096,delta=64");
+    let mut paced = unpaced.clone();
+    paced["metadata"]["emulator_fault"] = json!("slow=2");
+    let (unpaced, paced) = (Bytes::from(unpaced.to_string()), Bytes::from(paced.to_string()));
     let c = common::client();
+    let tap = crate::events::Tap::start(tether).await?;
     let mut sides = Vec::new();
-    for url in [format!("{upstream}/responses"), format!("http://{tether}/v1/responses")] {
+    let mut own = Vec::new();
+    for (i, url) in [format!("{upstream}/responses"), format!("http://{tether}/v1/responses")].iter().enumerate() {
         let (mut ttfe, mut gaps) = (Vec::new(), Vec::new());
+        stream_once(&c, url, unpaced.clone()).await?;
         for _ in 0..turns {
-            let (t, g) = stream_once(&c, &url, body.clone()).await?;
-            ttfe.push(t);
-            gaps.extend(g);
+            ttfe.push(stream_once(&c, url, unpaced.clone()).await?.0);
+        }
+        if i == 1 {
+            // tether's records: time before sending upstream, and upstream's
+            // own time to first event, per turn.
+            for _ in 0..=turns {
+                let r = tap.next(Duration::from_secs(10)).await?;
+                let ms = |k: &str| Duration::from_secs_f64(r[k].as_f64().unwrap_or(0.0) / 1e3);
+                own.push((ms("prepare_ms"), ms("ttfe_ms")));
+            }
+        }
+        for _ in 0..turns.div_ceil(10) {
+            gaps.extend(stream_once(&c, &url, paced.clone()).await?.1);
         }
         sides.push((ttfe, gaps));
     }
     let (mut dt, mut dg) = sides.remove(0);
     let (mut tt, mut tg) = sides.remove(0);
     let p = common::pct_us;
+    let (mut prep, mut up): (Vec<Duration>, Vec<Duration>) = own.into_iter().unzip();
     Ok(json!({
-        "turns": turns, "events_per_turn": dg.len() / turns.max(1) + 1,
+        "tether_prepare_p50_us": p(&mut prep, 50.0), "upstream_ws_ttfe_p50_us": p(&mut up, 50.0),
+        "turns": turns, "paced_turns": turns.div_ceil(10), "events_per_turn": dg.len() / turns.div_ceil(10).max(1) + 1,
         "direct_ttfe_p50_us": p(&mut dt, 50.0), "tether_ttfe_p50_us": p(&mut tt, 50.0),
         "added_ttfe_p50_us": p(&mut tt, 50.0) - p(&mut dt, 50.0),
         "added_ttfe_p99_us": p(&mut tt, 99.0) - p(&mut dt, 99.0),
