@@ -80,7 +80,9 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let tap = crate::events::Tap::start(tether).await?;
     let mut sides = Vec::new();
     let mut own = Vec::new();
-    for (i, url) in [format!("{upstream}/responses"), format!("http://{tether}/v1/responses")].iter().enumerate() {
+    for (i, url) in
+        [format!("{upstream}/responses"), format!("http://{tether}/v1/responses")].iter().enumerate()
+    {
         let (mut ttfe, mut gaps) = (Vec::new(), Vec::new());
         stream_once(&c, url, unpaced.clone()).await?;
         for _ in 0..turns {

@@ -190,11 +190,11 @@ pub async fn responses(app: &Arc<App>, req: Request<Incoming>) -> Result<Respons
 /// The chain over the request's items (a string input is one user message).
 /// `None` when an item cannot be hashed: then the turn is sent whole.
 fn fingerprint_input(seed: &ChainSeed<'_>, parsed: &ParsedRequest<'_>) -> Option<session::Fingerprint> {
-    match (&parsed.items, parsed.input) {
+    match (&parsed.items, &parsed.text) {
         (Some(items), _) => session::fingerprint(seed, items).ok(),
         (None, Some(text)) => {
-            let item =
-                RawValue::from_string(format!(r#"{{"role":"user","content":{}}}"#, text.get())).ok()?;
+            let content = serde_json::to_string(text).ok()?;
+            let item = RawValue::from_string(format!(r#"{{"role":"user","content":{content}}}"#)).ok()?;
             session::fingerprint(seed, &[&*item]).ok()
         }
         (None, None) => None,

@@ -19,10 +19,10 @@ pub struct ParsedRequest<'a> {
     fields: Vec<(String, &'a RawValue)>,
     /// `model`, when a string.
     pub model: Option<String>,
-    /// The raw `input` value (a string or an array), when present.
-    pub input: Option<&'a RawValue>,
-    /// `input` as a list of items: the array's elements, or `None` for a string input.
+    /// `input` as a list of items (the array's elements, each the client's raw JSON).
     pub items: Option<Vec<&'a RawValue>>,
+    /// `input` when it is a string.
+    pub text: Option<String>,
     /// `previous_response_id`, when the client chains by itself.
     pub previous_response_id: Option<String>,
     /// The client named a `conversation` (server-side state).
@@ -35,7 +35,58 @@ pub struct ParsedRequest<'a> {
     pub background: bool,
 }
 
-struct Fields<'a>(Vec<(String, &'a RawValue)>);
+/// `input`, read in the same pass as the rest of the body (the items are
+/// located once, not re-scanned).
+enum Input<'a> {
+    Items(Vec<&'a RawValue>),
+    Text(String),
+    Null,
+    Invalid(&'static str),
+}
+
+impl<'de> serde::Deserialize<'de> for Input<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Input<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of items")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Input<'de>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(32));
+                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                    items.push(item);
+                }
+                Ok(Input::Items(items))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Input<'de>, E> {
+                Ok(Input::Text(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<Input<'de>, E> {
+                Ok(Input::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Input<'de>, E> {
+                Ok(Input::Invalid("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Input<'de>, E> {
+                Ok(Input::Invalid("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Input<'de>, E> {
+                Ok(Input::Invalid("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Input<'de>, E> {
+                Ok(Input::Invalid("a number"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Input<'de>, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Input::Invalid("an object"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct Fields<'a>(Vec<(String, &'a RawValue)>, Option<Input<'a>>);
 
 impl<'de> serde::Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -47,10 +98,15 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
-                    out.push((k, v));
+                let mut input = None;
+                while let Some(k) = map.next_key::<String>()? {
+                    if k == "input" {
+                        input = Some(map.next_value::<Input<'de>>()?);
+                    } else {
+                        out.push((k, map.next_value::<&'de RawValue>()?));
+                    }
                 }
-                Ok(Fields(out))
+                Ok(Fields(out, input))
             }
         }
         d.deserialize_map(V)
@@ -65,26 +121,36 @@ impl<'a> ParsedRequest<'a> {
     /// Parses `body`. Errors are the client's: not JSON, not an object, or a
     /// known field of the wrong type.
     pub fn parse(body: &'a [u8]) -> Result<ParsedRequest<'a>, ProxyError> {
-        let Fields(fields) = serde_json::from_slice::<Fields<'a>>(body).map_err(|e| {
+        let Fields(fields, input) = serde_json::from_slice::<Fields<'a>>(body).map_err(|e| {
             let what = if e.is_data() { "must be a JSON object" } else { "is not valid JSON" };
             bad(format!("The request body {what} ({e})."), None)
         })?;
         let mut p = ParsedRequest {
             fields,
             model: None,
-            input: None,
             items: None,
+            text: None,
             previous_response_id: None,
             conversation: false,
             store: true,
             stream: false,
             background: false,
         };
+        match input {
+            Some(Input::Items(items)) => p.items = Some(items),
+            Some(Input::Text(text)) => p.text = Some(text),
+            Some(Input::Invalid(what)) => {
+                return Err(bad(
+                    format!("input must be a string or an array of items, not {what}"),
+                    Some("input"),
+                ));
+            }
+            Some(Input::Null) | None => {}
+        }
         for (k, v) in &p.fields {
             let text = v.get();
             match k.as_str() {
                 "model" => p.model = serde_json::from_str::<String>(text).ok(),
-                "input" => p.input = Some(v),
                 "previous_response_id" => {
                     p.previous_response_id = serde_json::from_str::<Option<String>>(text).map_err(|_| {
                         bad("previous_response_id must be a string".into(), Some("previous_response_id"))
@@ -95,18 +161,6 @@ impl<'a> ParsedRequest<'a> {
                 "stream" => p.stream = flag(text, "stream", false)?,
                 "background" => p.background = flag(text, "background", false)?,
                 _ => {}
-            }
-        }
-        if let Some(input) = p.input {
-            let text = input.get();
-            if text.starts_with('[') {
-                let items = serde_json::from_str::<Vec<&'a RawValue>>(text)
-                    .map_err(|e| bad(format!("input is not a valid array ({e})"), Some("input")))?;
-                p.items = Some(items);
-            } else if !text.starts_with('"') && text != "null" {
-                return Err(bad("input must be a string or an array of items".into(), Some("input")));
-            } else if text == "null" {
-                p.input = None;
             }
         }
         Ok(p)
@@ -128,12 +182,16 @@ impl<'a> ParsedRequest<'a> {
             out.push(':');
             out.push_str(v.get());
         }
-        match (delta, &self.items) {
-            (Some((parent, start)), Some(items)) => {
-                out.push_str(r#","previous_response_id":"#);
-                push_json_string(&mut out, parent);
+        let parent = delta.map(|(parent, _)| parent).or(self.previous_response_id.as_deref());
+        if let Some(parent) = parent {
+            out.push_str(r#","previous_response_id":"#);
+            push_json_string(&mut out, parent);
+        }
+        match (&self.items, &self.text) {
+            (Some(items), _) => {
+                let start = delta.map_or(0, |(_, k)| k.min(items.len()));
                 out.push_str(r#","input":["#);
-                for (i, item) in items[start.min(items.len())..].iter().enumerate() {
+                for (i, item) in items[start..].iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
@@ -141,16 +199,11 @@ impl<'a> ParsedRequest<'a> {
                 }
                 out.push(']');
             }
-            _ => {
-                if let Some(prev) = &self.previous_response_id {
-                    out.push_str(r#","previous_response_id":"#);
-                    push_json_string(&mut out, prev);
-                }
-                if let Some(input) = self.input {
-                    out.push_str(r#","input":"#);
-                    out.push_str(input.get());
-                }
+            (None, Some(text)) => {
+                out.push_str(r#","input":"#);
+                push_json_string(&mut out, text);
             }
+            (None, None) => {}
         }
         out.push('}');
         out
@@ -158,19 +211,15 @@ impl<'a> ParsedRequest<'a> {
 
     fn frame_capacity(&self, delta: Option<(&str, usize)>) -> usize {
         let fields: usize = self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
-        match (delta, &self.items) {
-            (Some((_, start)), Some(items)) => {
-                let all = self.input.map_or(0, |i| i.get().len());
-                let skipped: usize = items[..start.min(items.len())].iter().map(|i| i.get().len() + 1).sum();
-                fields.saturating_sub(all) + (all - skipped.min(all)) + 96
-            }
-            _ => fields + 64,
-        }
+        let start = delta.map_or(0, |(_, k)| k);
+        let items: usize =
+            self.items.as_ref().map_or(0, |items| items.iter().skip(start).map(|i| i.get().len() + 1).sum());
+        fields + items + self.text.as_ref().map_or(0, |t| t.len() + 8) + 128
     }
 
     /// Number of input items (a string input counts as one).
     pub fn item_count(&self) -> usize {
-        match (&self.items, self.input) {
+        match (&self.items, &self.text) {
             (Some(items), _) => items.len(),
             (None, Some(_)) => 1,
             (None, None) => 0,
