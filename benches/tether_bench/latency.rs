@@ -98,7 +98,7 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
             }
         }
         for _ in 0..turns.div_ceil(10) {
-            gaps.extend(stream_once(&c, &url, paced.clone()).await?.1);
+            gaps.extend(stream_once(&c, url, paced.clone()).await?.1);
         }
         sides.push((ttfe, gaps));
     }
