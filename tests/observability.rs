@@ -108,6 +108,10 @@ async fn each_plan_and_reason_is_recorded_and_counted() {
     let continued = records.iter().find(|r| r["plan"] == "continue").unwrap();
     assert!(continued["bytes_up"].as_u64() < continued["bytes_in"].as_u64());
     assert!(continued["ttfe_ms"].as_f64().is_some() && continued["prepare_ms"].as_f64().is_some());
+    assert!(
+        continued["socket"].as_u64().is_some() && continued["socket_age_ms"].as_u64().is_some(),
+        "{continued}"
+    );
 
     let (status, metrics) = common::get(&format!("http://{}/metrics", t.addr)).await;
     assert_eq!(status, 200);

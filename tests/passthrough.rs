@@ -93,6 +93,17 @@ async fn healthz_answers() {
 }
 
 #[tokio::test]
+async fn h2c_prior_knowledge_is_served() {
+    let t = common::start(common::config_for("http://127.0.0.1:9/v1")).await;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build::<_, Full<Bytes>>(hyper_util::client::legacy::connect::HttpConnector::new());
+    let resp = client.get(format!("http://{}/healthz", t.addr).parse().unwrap()).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
 async fn json_passes_through_with_method_path_query_headers_and_status() {
     let (up, state) = spawn_upstream().await;
     let t = common::start(common::config_for(&format!("http://{up}/v1"))).await;

@@ -51,6 +51,8 @@ pub struct TurnRecord {
     pub bytes_up: usize,
     /// Upstream socket id.
     pub socket: Option<u64>,
+    /// Age of that socket when the turn took it.
+    pub socket_age: Option<Duration>,
     /// Recoveries taken, in order (e.g. "previous_response_not_found->fresh").
     pub recoveries: Vec<&'static str>,
     /// tether's own time: request body received -> frame sent upstream.
@@ -80,6 +82,7 @@ impl TurnRecord {
             "bytes_in": self.bytes_in,
             "bytes_up": self.bytes_up,
             "socket": self.socket,
+            "socket_age_ms": self.socket_age.map(|d| d.as_millis() as u64),
             "recoveries": self.recoveries,
             "prepare_ms": ms(self.prepare),
             "ttfe_ms": ms(self.ttfe),
@@ -111,6 +114,7 @@ impl TurnRecord {
             bytes_in = self.bytes_in,
             bytes_up = self.bytes_up,
             socket = self.socket,
+            socket_age_ms = self.socket_age.map(|d| d.as_millis() as u64),
             recoveries = %self.recoveries.join(","),
             prepare_us = self.prepare.map(|d| d.as_micros() as u64),
             ttfe_ms = self.ttfe.map(|d| d.as_secs_f64() * 1e3),

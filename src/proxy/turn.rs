@@ -87,6 +87,7 @@ impl<'a> Turn<'a> {
             bytes_in,
             bytes_up: 0,
             socket: None,
+            socket_age: None,
             recoveries: Vec::new(),
             prepare: None,
             ttfe: None,
@@ -172,6 +173,7 @@ impl<'a> Turn<'a> {
                 },
             };
             self.record.socket = Some(current.id());
+            self.record.socket_age = Some(current.age());
             if let Some(c) = &self.cont {
                 if current.latest_response_id() != Some(c.parent.as_str()) {
                     self.downgrade(FreshReason::ParentNotLatest);
