@@ -138,8 +138,18 @@ pub fn sse_error_event(message: &str, code: Option<&str>) -> Bytes {
 
 /// [`sse_error_event`] with a `sequence_number`, when the stream had some.
 pub fn sse_error_event_seq(message: &str, code: Option<&str>, seq: Option<u64>) -> Bytes {
+    flat_error_event(message.into(), code.into(), serde_json::Value::Null, seq)
+}
+
+/// The flat `error` event of a plain-HTTP stream, from its fields.
+pub(crate) fn flat_error_event(
+    message: serde_json::Value,
+    code: serde_json::Value,
+    param: serde_json::Value,
+    seq: Option<u64>,
+) -> Bytes {
     let mut data = serde_json::json!({
-        "type": "error", "code": code, "message": message, "param": null,
+        "type": "error", "code": code, "message": message, "param": param,
     });
     if let (Some(n), Some(obj)) = (seq, data.as_object_mut()) {
         obj.insert("sequence_number".into(), n.into());

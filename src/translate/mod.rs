@@ -226,13 +226,7 @@ fn sse_event(kind: &str, text: &str) -> Bytes {
 /// The plain-HTTP `error` event for an API error body
 /// (`{"error":{message, code, param}}`), numbered `seq` (the frame's own, else after the last event).
 fn flat_error_event(body: &[u8], seq: Option<u64>) -> Bytes {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let e = &v["error"];
-    let mut data = serde_json::json!({
-        "type": "error", "code": e["code"], "message": e["message"], "param": e["param"],
-    });
-    if let (Some(n), Some(obj)) = (seq, data.as_object_mut()) {
-        obj.insert("sequence_number".into(), n.into());
-    }
-    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+    let mut v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let e = v["error"].take();
+    errors::flat_error_event(e["message"].clone(), e["code"].clone(), e["param"].clone(), seq)
 }
