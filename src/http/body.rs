@@ -34,9 +34,19 @@ pub fn error(err: &ProxyError) -> Response<Body> {
 /// A streaming body fed by a channel: each `Bytes` sent becomes one frame,
 /// written to the client as soon as it arrives. Dropping the sender ends it.
 pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, Body) {
+    channel_after(Bytes::new(), capacity)
+}
+
+/// Like [`channel`], with `first` ready before anything is sent: the
+/// connection writes it without waiting for another task.
+pub fn channel_after(first: Bytes, capacity: usize) -> (mpsc::Sender<Bytes>, Body) {
     let (tx, rx) = mpsc::channel::<Bytes>(capacity);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
+    let first = (!first.is_empty()).then_some(first);
+    let stream = futures_util::stream::unfold((first, rx), |(first, mut rx)| async move {
+        match first {
+            Some(b) => Some((Ok::<_, BoxError>(Frame::data(b)), (None, rx))),
+            None => rx.recv().await.map(|b| (Ok(Frame::data(b)), (None, rx))),
+        }
     });
     (tx, StreamBody::new(stream).boxed_unsync())
 }

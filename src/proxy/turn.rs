@@ -386,13 +386,13 @@ impl<'a> Turn<'a> {
         mut frames: TurnFrames,
         mut translator: Translator,
     ) -> Response<Body> {
-        let (tx, body) = body::channel(64);
+        let (tx, body) = body::channel_after(first, 64);
         let mut resp = sse_response(body);
         resp.headers_mut().insert("x-tether-route", HeaderValue::from_static(self.route.label()));
         let mut record = self.record.clone();
         let finisher = Finisher::from_turn(&self);
         tokio::spawn(async move {
-            let mut client_gone = tx.send(first).await.is_err();
+            let mut client_gone = false;
             let mut last = Bytes::new();
             let outcome = loop {
                 if client_gone {
