@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, info_span};
 use super::body::{self, Body, BoxError};
 use crate::App;
 use crate::error::ProxyError;
+use crate::metrics::GaugeGuard;
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -27,12 +28,19 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    // A /debug/events reader stays open for as long as it likes: not a request in flight.
+    let in_flight =
+        (req.uri().path() != "/debug/events").then(|| GaugeGuard::new(&app.metrics.requests_in_flight));
     let span = info_span!("req", id, method = %req.method(), path = %req.uri().path());
     let result = route(app, peer, req).instrument(span.clone()).await;
-    Ok(result.unwrap_or_else(|e| {
+    let resp = result.unwrap_or_else(|e| {
         span.in_scope(|| debug!(status = e.status().as_u16(), error = %e, "answered with an error"));
         body::error(&e)
-    }))
+    });
+    Ok(match in_flight {
+        Some(guard) => resp.map(|b| body::guarded(b, guard)),
+        None => resp,
+    })
 }
 
 async fn route(
