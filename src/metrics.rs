@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::proxy::record::TurnRecord;
+use crate::upstream::PoolStats;
 
 /// Metric names (Prometheus appends `_total` to counters).
 pub mod names {
@@ -30,6 +31,8 @@ pub mod names {
     pub const OUTCOMES: &str = "tether_turn_outcomes";
     /// Upstream WebSocket connections open now.
     pub const SOCKETS_OPEN: &str = "tether_upstream_sockets_open";
+    /// Upstream WebSocket connections serving a turn now (or draining one).
+    pub const SOCKETS_BUSY: &str = "tether_upstream_sockets_busy";
     /// Upstream WebSocket connections opened since start.
     pub const SOCKETS_OPENED: &str = "tether_upstream_sockets_opened";
     /// Live sessions in the store.
@@ -64,6 +67,7 @@ pub struct Metrics {
     outcomes: Family<Labels, Counter>,
     sockets_open: Gauge,
     sockets_opened: Gauge,
+    sockets_busy: Gauge,
     sessions_live: Gauge,
     tasks_alive: Gauge,
     /// Client connections open now (the accept loop holds a [`GaugeGuard`] per connection).
@@ -101,6 +105,7 @@ impl Default for Metrics {
             outcomes: Family::default(),
             sockets_open: Gauge::default(),
             sockets_opened: Gauge::default(),
+            sockets_busy: Gauge::default(),
             sessions_live: Gauge::default(),
             tasks_alive: Gauge::default(),
             connections_open: Gauge::default(),
@@ -128,6 +133,11 @@ impl Default for Metrics {
             SOCKETS_OPENED,
             "Upstream WebSocket connections opened since start",
             m.sockets_opened.clone(),
+        );
+        registry.register(
+            SOCKETS_BUSY,
+            "Upstream WebSocket connections serving a turn",
+            m.sockets_busy.clone(),
         );
         registry.register(SESSIONS_LIVE, "Live sessions", m.sessions_live.clone());
         registry.register(CONNECTIONS_OPEN, "Client connections open", m.connections_open.clone());
@@ -177,9 +187,10 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with live gauges set first.
-    pub fn render(&self, sockets_open: usize, sockets_opened: u64, sessions_live: usize) -> String {
-        self.sockets_open.set(sockets_open as i64);
-        self.sockets_opened.set(sockets_opened as i64);
+    pub fn render(&self, pool: &PoolStats, sessions_live: usize) -> String {
+        self.sockets_open.set(pool.open as i64);
+        self.sockets_opened.set(pool.opened_total as i64);
+        self.sockets_busy.set(pool.busy as i64);
         self.sessions_live.set(sessions_live as i64);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             self.tasks_alive.set(rt.metrics().num_alive_tasks() as i64);

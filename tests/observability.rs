@@ -170,7 +170,7 @@ async fn a_stalled_reader_loses_records_and_they_are_counted() {
         text.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
     }
     assert!(text.contains(": dropped"), "{text}");
-    let rendered = metrics.render(0, 0, 0);
+    let rendered = metrics.render(&Default::default(), 0);
     let dropped: u64 = rendered
         .lines()
         .find_map(|l| l.strip_prefix("tether_debug_events_dropped_total "))

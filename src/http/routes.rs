@@ -69,7 +69,7 @@ fn debug_route(app: &Arc<App>, path: &str) -> Response<Body> {
         "/metrics" => {
             let pool = app.managed.pool.stats();
             let sessions = app.managed.store().len();
-            let text = app.metrics.render(pool.open, pool.opened_total, sessions);
+            let text = app.metrics.render(&pool, sessions);
             let mut resp = Response::new(body::full(text));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -37,6 +37,8 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         .max_buf_size(server.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(server.max_header_bytes as u32);
     let graceful = GracefulShutdown::new();
+    // Tells connections that have not sent a byte yet to close at once on shutdown.
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(());
     let mut connections = JoinSet::new();
     // Connections turned away at `server.max_connections`, each answered 503 then closed.
     let mut refusals = JoinSet::new();
@@ -57,13 +59,32 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                     let open = GaugeGuard::new(&app.metrics.connections_open);
                     let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
                     let app = app.clone();
-                    let svc = service_fn(move |req| super::routes::handle(app.clone(), peer, req));
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    let conn = graceful.watch(conn);
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let mut stopping = stopping_rx.clone();
                     let span = info_span!("conn", id, %peer);
                     connections.spawn(async move {
                         debug!("accepted");
-                        if let Err(e) = conn.await {
+                        // hyper-util waits for the first bytes (HTTP/1 or h2c?) with no
+                        // deadline of its own: a client that never sends one would be held
+                        // forever, and would hold up shutdown.
+                        let mut first = [0u8; 1];
+                        let deadline = app.config.server.header_read_timeout;
+                        let first_bytes = tokio::time::timeout(deadline, stream.peek(&mut first));
+                        tokio::select! {
+                            peeked = first_bytes => match peeked {
+                                Ok(Ok(n)) if n > 0 => {}
+                                Ok(_) => return,
+                                Err(_) => {
+                                    debug!("no request within header_read_timeout; closing");
+                                    return;
+                                }
+                            },
+                            _ = stopping.changed() => return,
+                        }
+                        let svc = service_fn(move |req| super::routes::handle(app.clone(), peer, req));
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        if let Err(e) = watcher.watch(conn).await {
                             debug!(error = %e, "connection ended with an error");
                         }
                         drop(open);
@@ -81,6 +102,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         }
     }
     drop(listener);
+    let _ = stopping_tx.send(());
     app.begin_shutdown();
     let grace = app.config.server.shutdown_grace;
     info!(open = connections.len(), ?grace, "stopped accepting; draining open requests");
