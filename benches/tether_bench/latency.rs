@@ -214,12 +214,8 @@ pub async fn throughput(seconds: f64) -> anyhow::Result<serde_json::Value> {
         }
         out[format!("{name}_rps")] = json!(best.round());
     }
-    out["tether_rps_share"] = json!(
-        (out["tether_rps"].as_f64().unwrap_or(0.0) / out["direct_rps"].as_f64().unwrap_or(1.0).max(1.0)
-            * 1000.0)
-            .round()
-            / 1000.0
-    );
+    let (t, d) = (out["tether_rps"].as_f64().unwrap_or(0.0), out["direct_rps"].as_f64().unwrap_or(0.0));
+    out["tether_rps_share"] = if d > 0.0 { json!((t / d * 1000.0).round() / 1000.0) } else { json!(null) };
     out["levels"] = json!(levels);
     Ok(out)
 }
