@@ -107,8 +107,8 @@ async fn each_tenant_sees_only_its_own_sessions_and_turns() {
         sessions_as(t.addr, Some(KEY_B)).await,
         sessions_as(t.addr, None).await,
     );
-    assert_eq!(tenants(&sa), [ta.clone()]);
-    assert_eq!(tenants(&sb), [tb.clone()]);
+    assert_eq!(tenants(&sa), vec![ta.clone()]);
+    assert_eq!(tenants(&sb), vec![tb.clone()]);
     let mut both = vec![ta, tb];
     both.sort();
     assert_eq!(tenants(&sall), both);
