@@ -291,7 +291,7 @@ async fn thousands_of_idle_connections_are_held_cheaply_then_closed() {
     assert_eq!(c.turn().await.route.as_deref(), Some("continue"));
     if let (Some(before), Some(after)) = (rss_before, rss_bytes()) {
         // Both ends of every connection are in this process. The bound is
-        // about 4x what was measured (~8-16 KB per pair): a per-connection
+        // about 3x what was measured (~20 KB per pair): a per-connection
         // buffer that grew to 64 KB would fail it.
         let per_connection = after.saturating_sub(before) / n;
         eprintln!("{n} idle connections ({open} open): {per_connection} bytes of RSS each");
