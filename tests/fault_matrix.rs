@@ -40,7 +40,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// Gauges must reach their resting values within this once the client is done.
 const SETTLE: Duration = Duration::from_secs(2);
 /// `upstream.fallback_cooldown` in every cell (only refusals start one).
-const COOLDOWN: Duration = Duration::from_millis(300);
+const COOLDOWN: Duration = Duration::from_secs(1);
 /// `slow=MS` for the slow-upstream cells.
 const SLOW_MS: u64 = 25;
 /// Cells run at once (each on its own thread and runtime).
@@ -71,11 +71,12 @@ enum Kind {
     Refuse404,
     Refuse401,
     Malformed,
+    MalformedAfterFirst,
     PingTimeout,
     Slow,
 }
 
-const KINDS: [Kind; 15] = [
+const KINDS: [Kind; 16] = [
     Kind::DropBeforeFirst,
     Kind::DropAfterFirst,
     Kind::CloseBeforeFirst,
@@ -89,6 +90,7 @@ const KINDS: [Kind; 15] = [
     Kind::Refuse404,
     Kind::Refuse401,
     Kind::Malformed,
+    Kind::MalformedAfterFirst,
     Kind::PingTimeout,
     Kind::Slow,
 ];
@@ -135,6 +137,19 @@ struct Expect {
     then: &'static [Then],
 }
 
+impl Expect {
+    /// Tasks tether keeps beyond its baseline and the live socket's task:
+    /// after turns over plain HTTP, the HTTP client's one idle keep-alive
+    /// connection to the upstream and its pool's reaper (both end after 90 s
+    /// idle; `src/upstream/http.rs`).
+    fn http_pool_tasks(&self) -> i64 {
+        match self.outcome {
+            Outcome::Answer { route: "http_fallback" } => 2,
+            _ => 0,
+        }
+    }
+}
+
 const CONTINUE: &[Then] = &[Then::Turn("continue"), Then::Turn("continue")];
 const RETRY: &[Then] = &[Then::Turn("fresh"), Then::Turn("continue")];
 const AFTER_COOLDOWN: &[Then] =
@@ -155,7 +170,8 @@ impl Kind {
             Kind::Refuse426 => "upgrade_refused_426",
             Kind::Refuse404 => "upgrade_refused_404",
             Kind::Refuse401 => "upgrade_refused_401",
-            Kind::Malformed => "malformed_frame",
+            Kind::Malformed => "malformed_frame_before_first_event",
+            Kind::MalformedAfterFirst => "malformed_frame_after_first_event",
             Kind::PingTimeout => "ping_timeout",
             Kind::Slow => "slow_upstream",
         }
@@ -187,6 +203,7 @@ impl Kind {
             Kind::Refuse404 => refuse(404),
             Kind::Refuse401 => refuse(401),
             Kind::Malformed => one("ws:malformed_at=0"),
+            Kind::MalformedAfterFirst => one("ws:malformed_at=3"),
             Kind::PingTimeout => one("ws:no_pong"),
             Kind::Slow => vec![format!("ws:slow={SLOW_MS}")],
         }
@@ -255,7 +272,15 @@ impl Cell {
             // Nothing to evict yet: the turn is not even disturbed.
             Kind::Evict => answer(&[], false),
             Kind::AgeLimit => answer(&["connection_limit->fresh"], true),
+            // A socket that sent garbage is not used again.
             Kind::Malformed => answer(&["malformed_frame->fresh"], true),
+            Kind::MalformedAfterFirst if !self.stream => answer(&["malformed_frame->fresh"], true),
+            Kind::MalformedAfterFirst => Expect {
+                outcome: Outcome::SseError { route: planned, code: "upstream_error" },
+                recoveries: &[],
+                new_socket: true,
+                then: RETRY,
+            },
             Kind::Slow => Expect {
                 outcome: Outcome::Answer { route: planned },
                 recoveries: &[],
@@ -359,7 +384,8 @@ fn sse_events(reply: &Reply) -> Check<Vec<(String, Value)>> {
         let (Some(name), Some(data)) = (name, data) else {
             return Err(format!("not an SSE event: {block:?}"));
         };
-        let value: Value = serde_json::from_str(data).map_err(|e| format!("event data is not JSON ({e}): {data}"))?;
+        let value: Value =
+            serde_json::from_str(data).map_err(|e| format!("event data is not JSON ({e}): {data}"))?;
         ensure!(value["type"] == name, "event {name} carries type {}", value["type"]);
         events.push((name.to_string(), value));
     }
@@ -390,7 +416,11 @@ fn check_answer(reply: &Reply, stream: bool, route: &str) -> Check<Value> {
         };
         check_prefix(head)?;
         ensure!(last == "response.completed", "stream ends with {last}");
-        ensure!(done["sequence_number"] == head.len(), "response.completed numbered {}", done["sequence_number"]);
+        ensure!(
+            done["sequence_number"] == head.len(),
+            "response.completed numbered {}",
+            done["sequence_number"]
+        );
         done["response"].clone()
     } else {
         ensure!(reply.content_type == "application/json", "content-type {:?}", reply.content_type);
@@ -398,9 +428,17 @@ fn check_answer(reply: &Reply, stream: bool, route: &str) -> Check<Value> {
     };
     ensure!(response["object"] == "response", "not a Response: {response}");
     ensure!(response["status"] == "completed", "Response status {}", response["status"]);
-    ensure!(response["id"].as_str().is_some_and(|id| id.starts_with("resp_")), "Response id {}", response["id"]);
+    ensure!(
+        response["id"].as_str().is_some_and(|id| id.starts_with("resp_")),
+        "Response id {}",
+        response["id"]
+    );
     // tether chains with its own ids upstream; the client sent none.
-    ensure!(response["previous_response_id"].is_null(), "previous_response_id {}", response["previous_response_id"]);
+    ensure!(
+        response["previous_response_id"].is_null(),
+        "previous_response_id {}",
+        response["previous_response_id"]
+    );
     Ok(response)
 }
 
@@ -449,7 +487,11 @@ fn check_sse_failed(reply: &Reply, route: &str) -> Check {
     check_prefix(head)?;
     ensure!(last == "response.failed", "stream ends with {last}");
     ensure!(failed["response"]["status"] == "failed", "failed Response: {failed}");
-    ensure!(failed["sequence_number"] == head.len(), "response.failed numbered {}", failed["sequence_number"]);
+    ensure!(
+        failed["sequence_number"] == head.len(),
+        "response.failed numbered {}",
+        failed["sequence_number"]
+    );
     Ok(())
 }
 
@@ -545,7 +587,14 @@ async fn settle(url: &str, want: &Rest) -> Check<Scrape> {
                 "gauges did not rest within {SETTLE:?}: in flight {:?} (want 1: the scrape), client connections \
                  {:?} (want 1: the scrape's), upstream sockets {:?} (want {}), busy {:?} (want 0), sessions {:?} (want {}), \
                  runtime tasks {:?} (want {:?})",
-                s.in_flight, s.client_connections, s.sockets, want.sockets, s.sockets_busy, s.sessions, want.sessions, s.tasks,
+                s.in_flight,
+                s.client_connections,
+                s.sockets,
+                want.sockets,
+                s.sockets_busy,
+                s.sessions,
+                want.sessions,
+                s.tasks,
                 want.tasks
             ));
         }
@@ -555,10 +604,14 @@ async fn settle(url: &str, want: &Rest) -> Check<Scrape> {
 
 /// Every response the emulator created saw a context the client sent.
 fn check_oracle(emu: &EmulatorHandle, sent: &Sent) -> Check {
-    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| common::assert_oracle_clean(emu, &sent.ok)));
+    let ok =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| common::assert_oracle_clean(emu, &sent.ok)));
     ensure!(ok.is_ok(), "oracle mismatch on a successful turn (see the panic above)");
     for record in emu.contexts() {
-        let matched = sent.inputs.iter().any(|input| tether::emulator::oracle::same_context(input, &record.context).is_ok());
+        let matched = sent
+            .inputs
+            .iter()
+            .any(|input| tether::emulator::oracle::same_context(input, &record.context).is_ok());
         ensure!(matched, "response {} was created from a context the client never sent", record.response_id);
     }
     Ok(())
@@ -585,12 +638,17 @@ async fn run_cell(cell: Cell, emulators: tokio::runtime::Handle) -> Check<Report
     result
 }
 
-async fn drive(cell: Cell, expect: &Expect, addr: std::net::SocketAddr, emu: &EmulatorHandle) -> Check<Report> {
+async fn drive(
+    cell: Cell,
+    expect: &Expect,
+    addr: std::net::SocketAddr,
+    emu: &EmulatorHandle,
+) -> Check<Report> {
     let mut config = common::config_for(&format!("http://{addr}/v1"));
     config.upstream.fallback_cooldown = COOLDOWN;
     if cell.fault == Kind::PingTimeout {
-        config.pool.ping_interval = Duration::from_millis(50);
-        config.pool.pong_timeout = Duration::from_millis(250);
+        config.pool.ping_interval = Duration::from_millis(100);
+        config.pool.pong_timeout = Duration::from_millis(1000);
     }
     let mut t = common::start(config).await;
     let metrics = format!("http://{}/metrics", t.addr);
@@ -637,9 +695,9 @@ async fn drive(cell: Cell, expect: &Expect, addr: std::net::SocketAddr, emu: &Em
     // The conversation goes on.
     for (n, step) in expect.then.iter().enumerate() {
         match step {
-            Then::Turn(route) => {
-                ok_turn(&mut c, &mut sent, route).await.map_err(|e| format!("turn {} after the fault: {e}", n + 1))?
-            }
+            Then::Turn(route) => ok_turn(&mut c, &mut sent, route)
+                .await
+                .map_err(|e| format!("turn {} after the fault: {e}", n + 1))?,
             Then::Cooldown => tokio::time::sleep(COOLDOWN + Duration::from_millis(50)).await,
         }
     }
@@ -654,10 +712,15 @@ async fn drive(cell: Cell, expect: &Expect, addr: std::net::SocketAddr, emu: &Em
         faults.len()
     );
     let sockets_used = if expect.new_socket { 2 } else { 1 };
-    ensure!(stats.ws_connections == sockets_used, "{} upstream connections, want {sockets_used}", stats.ws_connections);
+    ensure!(
+        stats.ws_connections == sockets_used,
+        "{} upstream connections, want {sockets_used}",
+        stats.ws_connections
+    );
 
     // No leaks: one conversation is live, on one socket (one task).
-    let want = Rest { sockets: 1, sessions: 1, tasks: Some(report.baseline_tasks + 1) };
+    let tasks = report.baseline_tasks + 1 + expect.http_pool_tasks();
+    let want = Rest { sockets: 1, sessions: 1, tasks: Some(tasks) };
     settle(&metrics, &want).await.map_err(|e| format!("after the cell: {e}"))?;
 
     // Graceful shutdown leaves no task of tether behind.
@@ -692,7 +755,7 @@ fn cells() -> Vec<Cell> {
 fn fault_matrix() {
     let started = Instant::now();
     let emulators = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .thread_name("emulators")
         .enable_all()
         .build()
@@ -704,7 +767,10 @@ fn fault_matrix() {
         .map(|_| {
             let (queue, results, handle) = (queue.clone(), results.clone(), emulators.handle().clone());
             std::thread::spawn(move || {
-                while let Some(cell) = queue.lock().expect("queue").pop_front() {
+                loop {
+                    // Not in the `while let` scrutinee: its guard would live through the cell.
+                    let next = queue.lock().expect("queue").pop_front();
+                    let Some(cell) = next else { break };
                     let handle = handle.clone();
                     // A thread named after the cell, so a panic names it too.
                     let outcome = std::thread::Builder::new()
@@ -732,10 +798,8 @@ fn fault_matrix() {
     let failures: Vec<String> =
         results.iter().filter_map(|(name, r)| r.as_ref().err().map(|e| format!("  {name}: {e}"))).collect();
     let turns: usize = results.iter().filter_map(|(_, r)| r.as_ref().ok()).map(|r| r.turns).sum();
-    let slowest = results
-        .iter()
-        .filter_map(|(name, r)| r.as_ref().ok().map(|r| (r.faulted_took, name)))
-        .max();
+    let slowest =
+        results.iter().filter_map(|(name, r)| r.as_ref().ok().map(|r| (r.faulted_took, name))).max();
     eprintln!(
         "fault matrix: {} cells, {} passed, {turns} client turns, slowest faulted turn {slowest:?}, {:?} in all",
         total,
