@@ -1,5 +1,6 @@
 //! The end-to-end fault matrix (issue #10): every fault the emulator can
-//! inject × `stream` true and false × first turn and continuation.
+//! inject, and a client hanging up, × `stream` true and false × first turn
+//! and continuation.
 //!
 //! Each cell runs its own emulator and tether. For the first-turn position
 //! the fault is queued before turn 1; for the continuation position one clean
@@ -74,9 +75,10 @@ enum Kind {
     MalformedAfterFirst,
     PingTimeout,
     Slow,
+    ClientHangUp,
 }
 
-const KINDS: [Kind; 16] = [
+const KINDS: [Kind; 17] = [
     Kind::DropBeforeFirst,
     Kind::DropAfterFirst,
     Kind::CloseBeforeFirst,
@@ -93,6 +95,7 @@ const KINDS: [Kind; 16] = [
     Kind::MalformedAfterFirst,
     Kind::PingTimeout,
     Kind::Slow,
+    Kind::ClientHangUp,
 ];
 
 /// One cell of the matrix.
@@ -115,6 +118,9 @@ enum Outcome {
     SseFailed { route: &'static str },
     /// That status with `{"error":{…}}`, as JSON even for `stream:true`.
     Error { status: u16, kind: &'static str, code: &'static str, route: Option<&'static str> },
+    /// The client hangs up (after the first event, or before any answer for
+    /// JSON); the upstream response is drained to its end.
+    HungUp,
 }
 
 /// A step after the faulted turn.
@@ -174,6 +180,7 @@ impl Kind {
             Kind::MalformedAfterFirst => "malformed_frame_after_first_event",
             Kind::PingTimeout => "ping_timeout",
             Kind::Slow => "slow_upstream",
+            Kind::ClientHangUp => "client_hang_up",
         }
     }
 
@@ -205,7 +212,7 @@ impl Kind {
             Kind::Malformed => one("ws:malformed_at=0"),
             Kind::MalformedAfterFirst => one("ws:malformed_at=3"),
             Kind::PingTimeout => one("ws:no_pong"),
-            Kind::Slow => vec![format!("ws:slow={SLOW_MS}")],
+            Kind::Slow | Kind::ClientHangUp => vec![format!("ws:slow={SLOW_MS}")],
         }
     }
 }
@@ -287,6 +294,11 @@ impl Cell {
                 new_socket: false,
                 then: CONTINUE,
             },
+            // The drained socket serves the client's retry, sent whole: the
+            // response it holds never reached the client.
+            Kind::ClientHangUp => {
+                Expect { outcome: Outcome::HungUp, recoveries: &[], new_socket: false, then: RETRY }
+            }
             // HTTP for the cool-down, then WebSocket mode again.
             Kind::Refuse426 | Kind::Refuse404 => Expect {
                 outcome: Outcome::Answer { route: "http_fallback" },
@@ -670,25 +682,15 @@ async fn drive(
     }
 
     // The faulted turn.
-    let input = c.input.clone();
-    let reply = send(&c, &mut sent).await.map_err(|e| format!("faulted turn: {e}"))?;
-    report.faulted_took = reply.took;
-    let faulted = match expect.outcome {
-        Outcome::Answer { route } => check_answer(&reply, cell.stream, route).map(|response| {
-            sent.ok.push((response["id"].as_str().unwrap_or_default().to_string(), input));
-            absorb(&mut c, &response);
-        }),
-        Outcome::SseError { route, code } => check_sse_error(&reply, route, code),
-        Outcome::SseFailed { route } => check_sse_failed(&reply, route),
-        Outcome::Error { status, kind, code, route } => check_error(&reply, status, kind, code, route),
-    };
-    faulted.map_err(|e| format!("faulted turn: {e}"))?;
-    if cell.fault == Kind::Slow {
-        // Every response has at least five events, each delayed.
-        let least = Duration::from_millis(5 * SLOW_MS);
-        ensure!(reply.took >= least, "slow upstream answered in {:?}, under {least:?}", reply.took);
+    if let Outcome::HungUp = expect.outcome {
+        hang_up(&c, &mut sent, emu).await.map_err(|e| format!("faulted turn: {e}"))?;
+    } else {
+        faulted_turn(cell, expect, &mut c, &mut sent, &mut report)
+            .await
+            .map_err(|e| format!("faulted turn: {e}"))?;
     }
     let s = scrape(&metrics).await?;
+
     let want: BTreeSet<String> = expect.recoveries.iter().map(|r| r.to_string()).collect();
     ensure!(s.recoveries == want, "recoveries {:?}, want {want:?}", s.recoveries);
 
@@ -737,6 +739,83 @@ async fn drive(
     report.tasks_after_shutdown = rt.metrics().num_alive_tasks();
     ensure!(report.tasks_after_shutdown == 0, "{} tasks alive after shutdown", report.tasks_after_shutdown);
     Ok(report)
+}
+
+/// Sends the faulted turn and checks the client's answer against the design.
+async fn faulted_turn(
+    cell: Cell,
+    expect: &Expect,
+    c: &mut Conversation,
+    sent: &mut Sent,
+    report: &mut Report,
+) -> Check {
+    let input = c.input.clone();
+    let reply = send(c, sent).await?;
+    report.faulted_took = reply.took;
+    match expect.outcome {
+        Outcome::Answer { route } => {
+            let response = check_answer(&reply, cell.stream, route)?;
+            sent.ok.push((response["id"].as_str().unwrap_or_default().to_string(), input));
+            absorb(c, &response);
+        }
+        Outcome::SseError { route, code } => check_sse_error(&reply, route, code)?,
+        Outcome::SseFailed { route } => check_sse_failed(&reply, route)?,
+        Outcome::Error { status, kind, code, route } => check_error(&reply, status, kind, code, route)?,
+        Outcome::HungUp => return Err("not a turn the client waits for".into()),
+    }
+    if cell.fault == Kind::Slow {
+        // Every response has at least five events, each delayed.
+        let least = Duration::from_millis(5 * SLOW_MS);
+        ensure!(reply.took >= least, "slow upstream answered in {:?}, under {least:?}", reply.took);
+    }
+    Ok(())
+}
+
+/// Sends the next turn and hangs up: after the first event (stream), or once
+/// the upstream has the request (JSON). Then waits, within the deadline, for
+/// the upstream response to have been drained to its end.
+async fn hang_up(c: &Conversation, sent: &mut Sent, emu: &EmulatorHandle) -> Check {
+    sent.inputs.push(c.input.clone());
+    let before = emu.stats();
+    let req = http::Request::post(format!("{}/responses", c.base))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", c.key))
+        .body(Full::new(Bytes::from(c.body().to_string())))
+        .map_err(|e| e.to_string())?;
+    let until = Instant::now() + DEADLINE;
+    let client = common::client();
+    if c.stream {
+        let resp = tokio::time::timeout(DEADLINE, client.request(req))
+            .await
+            .map_err(|_| "no answer within the deadline")?
+            .map_err(|e| format!("request failed: {e}"))?;
+        ensure!(resp.status() == 200, "status {}", resp.status());
+        let mut body = resp.into_body();
+        let first = tokio::time::timeout(DEADLINE, body.frame()).await.map_err(|_| "no first event")?;
+        ensure!(
+            first
+                .is_some_and(|f| f
+                    .is_ok_and(|f| f.data_ref().is_some_and(|d| d.starts_with(b"event: response.created")))),
+            "the stream did not start with response.created"
+        );
+    } else {
+        // Dropped at the end of this block: the client hangs up.
+        let pending = client.request(req);
+        tokio::pin!(pending);
+        while emu.stats().requests_ws == before.requests_ws {
+            ensure!(Instant::now() < until, "the request never reached the upstream");
+            tokio::select! {
+                _ = &mut pending => return Err("answered before the hang-up".into()),
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    }
+    drop(client);
+    while emu.stats().completed == before.completed {
+        ensure!(Instant::now() < until, "the upstream response was not drained within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 fn cells() -> Vec<Cell> {
