@@ -65,6 +65,7 @@ enum Kind {
     Error400,
     Error429,
     Error500,
+    Error500AfterFirst,
     FailedMidResponse,
     Evict,
     AgeLimit,
@@ -78,13 +79,14 @@ enum Kind {
     ClientHangUp,
 }
 
-const KINDS: [Kind; 17] = [
+const KINDS: [Kind; 18] = [
     Kind::DropBeforeFirst,
     Kind::DropAfterFirst,
     Kind::CloseBeforeFirst,
     Kind::Error400,
     Kind::Error429,
     Kind::Error500,
+    Kind::Error500AfterFirst,
     Kind::FailedMidResponse,
     Kind::Evict,
     Kind::AgeLimit,
@@ -170,6 +172,7 @@ impl Kind {
             Kind::Error400 => "error_frame_400",
             Kind::Error429 => "error_frame_429",
             Kind::Error500 => "error_frame_500",
+            Kind::Error500AfterFirst => "error_frame_500_after_first_event",
             Kind::FailedMidResponse => "response_failed_mid_response",
             Kind::Evict => "eviction",
             Kind::AgeLimit => "age_limit",
@@ -202,6 +205,7 @@ impl Kind {
             Kind::Error400 => one("ws:error_at=0:400:invalid_prompt"),
             Kind::Error429 => one("ws:rate_limit"),
             Kind::Error500 => one("ws:error_at=0:500:server_error"),
+            Kind::Error500AfterFirst => one("ws:error_at=3:500:server_error"),
             Kind::FailedMidResponse => one("ws:failed_at=3"),
             Kind::Evict => one("ws:evict"),
             // What the service sends at its connection age limit (PROTOCOL.md §2).
@@ -267,6 +271,14 @@ impl Cell {
             Kind::Error400 => error(400, "invalid_request_error", "invalid_prompt"),
             Kind::Error429 => error(429, "rate_limit_error", "rate_limit_exceeded"),
             Kind::Error500 => error(500, "server_error", "server_error"),
+            // After bytes went out, the error frame becomes the flat SSE `error` event.
+            Kind::Error500AfterFirst if self.stream => Expect {
+                outcome: Outcome::SseError { route: planned, code: "server_error" },
+                recoveries: &[],
+                new_socket: false,
+                then: RETRY,
+            },
+            Kind::Error500AfterFirst => error(500, "server_error", "server_error"),
             Kind::FailedMidResponse if self.stream => Expect {
                 outcome: Outcome::SseFailed { route: planned },
                 recoveries: &[],
