@@ -79,6 +79,7 @@ impl<'a> Turn<'a> {
         let record = TurnRecord {
             session: None,
             tenant: tenant.short(),
+            tenant_id: tenant.0,
             route: Route::Fresh,
             reason: None,
             detail: None,
