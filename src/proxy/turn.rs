@@ -194,14 +194,19 @@ impl<'a> Turn<'a> {
                 Attempt::RetryNewSocket(why) if retries == 0 => {
                     retries += 1;
                     self.record.recoveries.push(why);
-                    drop(current);
+                    // Dead already, or not to be trusted again (malformed frame).
+                    current.retire();
                     if let Some(c) = &self.cont {
                         m.store().forget_socket(c.socket);
                     }
                     self.downgrade(FreshReason::SocketGone);
                 }
-                Attempt::RetrySameSocket(why) | Attempt::RetryNewSocket(why) => {
+                Attempt::RetrySameSocket(why) => {
                     drop(current);
+                    return Err(self.fail(ProxyError::UpstreamFailed(format!("{why} twice in a row"))));
+                }
+                Attempt::RetryNewSocket(why) => {
+                    current.retire();
                     return Err(self.fail(ProxyError::UpstreamFailed(format!("{why} twice in a row"))));
                 }
             }
@@ -394,6 +399,7 @@ impl<'a> Turn<'a> {
         let finisher = Finisher::from_turn(&self);
         tokio::spawn(async move {
             let mut client_gone = false;
+            let mut malformed = false;
             let mut last = Bytes::new();
             let outcome = loop {
                 if client_gone {
@@ -404,6 +410,7 @@ impl<'a> Turn<'a> {
                         Ok(step) => step,
                         Err(e) => {
                             tracing::warn!(error = %e, "malformed upstream frame mid-stream");
+                            malformed = true;
                             break None;
                         }
                     },
@@ -432,7 +439,11 @@ impl<'a> Turn<'a> {
                 None => finisher.evict(),
             }
             drop(frames);
-            drop(lease);
+            if malformed {
+                lease.retire();
+            } else {
+                drop(lease);
+            }
             let tail = match outcome {
                 Some(_) => last,
                 None if client_gone => Bytes::new(),
