@@ -464,6 +464,14 @@ async fn client_hang_ups_at_every_stage_leave_nothing_behind() {
     wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(10), |v| v <= 1.0).await;
     wait_metric(t.addr, "tether_upstream_sockets_busy", Duration::from_secs(10), |v| v == 0.0).await;
     assert_eq!(emu.stats().ws_connections, 2, "the two that reached the upstream");
+    // Both turns that reached the proxy have a record, as `client_gone`
+    // (one hung up before its first byte, one while streaming).
+    let (_, m) = common::get(&format!("http://{}/metrics", t.addr)).await;
+    let m = String::from_utf8_lossy(&m).to_string();
+    assert!(
+        m.lines().any(|l| l == "tether_turn_outcomes_total{outcome=\"client_gone\"} 2"),
+        "hang-ups not recorded:\n{m}"
+    );
     let mut c = Conversation::new(&t.base(), "sk-hang", false);
     assert_eq!(c.turn().await.status, 200);
     assert_eq!(c.turn().await.route.as_deref(), Some("continue"));
