@@ -11,7 +11,7 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -23,6 +23,12 @@ use tracing::debug;
 
 use super::shared::{Command, FrameTx, Shared, SocketHandle};
 use super::{SocketId, UpstreamError, WsSettings, tenant_short};
+
+/// What [`SocketTask::forward`] tells the turn loop.
+enum Step {
+    Continue,
+    Return(Result<(), UpstreamError>),
+}
 
 /// Timers of one socket task, from [`WsSettings`].
 #[derive(Debug, Clone, Copy)]
@@ -320,6 +326,17 @@ where
         let mut delivered = false;
         let mut drain_by: Option<Instant> = None;
         loop {
+            // Frames usually arrive several per read: take what is already
+            // buffered without arming timers (keepalive, drain deadline) for
+            // each one. A dropped `next()` loses nothing.
+            if drain_by.is_none()
+                && let Some(msg) = self.ws.next().now_or_never()
+            {
+                match self.forward(msg, started, &mut consumer, &mut delivered, &mut drain_by).await {
+                    Step::Continue => continue,
+                    Step::Return(r) => return r,
+                }
+            }
             let gone = async {
                 match &consumer {
                     Some(tx) => tx.closed().await,
@@ -349,36 +366,53 @@ where
                     return Err(UpstreamError::Protocol("drain deadline passed".into()));
                 }
             };
-            let text = match self.on_message(msg, delivered).await {
-                Ok(Some(text)) => text,
-                Ok(None) => continue,
-                Err(why) => return fail(consumer.as_ref(), why).await,
-            };
-            let kind = classify(&text);
-            if let Kind::Spent = kind {
-                let why = UpstreamError::ConnectionLimit { after_output: delivered };
-                return fail(consumer.as_ref(), why).await;
-            }
-            if let Some(tx) = &consumer {
-                if tx.send(Ok(text)).await.is_ok() {
-                    delivered = true;
-                } else {
-                    consumer = None;
-                    drain_by = Some(Instant::now() + self.timers.drain_timeout);
-                }
-            }
-            if let Kind::End(latest) = kind {
-                debug!(
-                    socket = self.shared.id,
-                    ms = started.elapsed().as_millis() as u64,
-                    drained = consumer.is_none(),
-                    "turn ended"
-                );
-                // A drained response reached no client, so no session can continue
-                // from it: the socket is as good as cold, and the pool reuses it first.
-                self.shared.end_turn(if consumer.is_some() { latest } else { None });
-                return Ok(());
+            match self.forward(msg, started, &mut consumer, &mut delivered, &mut drain_by).await {
+                Step::Continue => {}
+                Step::Return(r) => return r,
             }
         }
+    }
+
+    /// Handles one message of a response: passes its text frame to the
+    /// consumer (if still there) and ends the turn on the terminal frame.
+    async fn forward(
+        &mut self,
+        msg: Option<Result<Message, E>>,
+        started: Instant,
+        consumer: &mut Option<FrameTx>,
+        delivered: &mut bool,
+        drain_by: &mut Option<Instant>,
+    ) -> Step {
+        let text = match self.on_message(msg, *delivered).await {
+            Ok(Some(text)) => text,
+            Ok(None) => return Step::Continue,
+            Err(why) => return Step::Return(fail(consumer.as_ref(), why).await),
+        };
+        let kind = classify(&text);
+        if let Kind::Spent = kind {
+            let why = UpstreamError::ConnectionLimit { after_output: *delivered };
+            return Step::Return(fail(consumer.as_ref(), why).await);
+        }
+        if let Some(tx) = &*consumer {
+            if tx.send(Ok(text)).await.is_ok() {
+                *delivered = true;
+            } else {
+                *consumer = None;
+                *drain_by = Some(Instant::now() + self.timers.drain_timeout);
+            }
+        }
+        if let Kind::End(latest) = kind {
+            debug!(
+                socket = self.shared.id,
+                ms = started.elapsed().as_millis() as u64,
+                drained = consumer.is_none(),
+                "turn ended"
+            );
+            // A drained response reached no client, so no session can continue
+            // from it: the socket is as good as cold, and the pool reuses it first.
+            self.shared.end_turn(if consumer.is_some() { latest } else { None });
+            return Step::Return(Ok(()));
+        }
+        Step::Continue
     }
 }
