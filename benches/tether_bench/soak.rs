@@ -65,8 +65,8 @@ fn tether_env(quick: bool) -> Vec<(&'static str, String)> {
     vec![
         ("TETHER_SESSIONS_MAX", SESSIONS_MAX.to_string()),
         ("TETHER_SESSIONS_TTL", if quick { "5s" } else { "2m" }.into()),
-        ("TETHER_POOL_PER_TENANT", "12".into()),
-        ("TETHER_POOL_TOTAL", "64".into()),
+        ("TETHER_POOL_PER_TENANT", "16".into()),
+        ("TETHER_POOL_TOTAL", "96".into()),
         ("TETHER_POOL_IDLE_TIMEOUT", "3s".into()),
         ("TETHER_POOL_PING_INTERVAL", "1s".into()),
         ("TETHER_POOL_PONG_TIMEOUT", "3s".into()),
@@ -95,6 +95,7 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
     let client = common::client();
     let baseline = child.metrics(&client).await?;
     let ctx = Arc::new(Ctx::new(
+        emu.clone(),
         client.clone(),
         format!("http://{}/v1/responses", child.addr),
         opts.fault_rate,
@@ -116,19 +117,22 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
     let workers: Vec<_> = (0..opts.concurrency)
         .map(|w| tokio::spawn(conversation::worker(ctx.clone(), opts.seed, w)))
         .collect();
-    let mut oracle = oracle::Tally::default();
     let mut rss = Vec::new();
     let progress_every = if quick { 5 } else { 10 };
+    let mut last_sent = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     while started.elapsed() < opts.duration {
         tick.tick().await;
         rss.push((started.elapsed(), child.rss_mb()));
-        ledger.check(&emu, &mut oracle, ORACLE_KEEP);
+        ledger.check(&emu, Some(ORACLE_KEEP));
         let secs = started.elapsed().as_secs();
         if secs > 0 && secs % progress_every == 0 {
             let m = child.metrics(&client).await.unwrap_or_default();
-            progress(secs, &ctx.tally, &oracle, rss.last().map_or(0.0, |x| x.1), &m);
+            let sent = ctx.tally.requests.load(Ordering::Relaxed);
+            let rate = (sent - last_sent) as f64 / progress_every as f64;
+            last_sent = sent;
+            progress(secs, &ctx.tally, rate, &ledger.tally(), rss.last().map_or(0.0, |x| x.1), &m);
         }
     }
     let load_time = started.elapsed();
@@ -139,7 +143,8 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
         let _ = tokio::time::timeout(DEADLINE + Duration::from_secs(10), w).await;
     }
     let idle = wait_idle(&child, &client).await;
-    ledger.check(&emu, &mut oracle, Duration::ZERO);
+    ledger.check(&emu, None);
+    let oracle = ledger.tally();
     let sessions_created = child.sessions_created(&client).await.ok().flatten();
     let (_, peak) = common::rss_mb(child.pid);
     let exit = child.stop().await;
@@ -223,7 +228,11 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
         "tasks_alive_before": baseline.get("tether_runtime_tasks_alive"),
         "tasks_alive_after": after("tether_runtime_tasks_alive"),
         "sockets_opened_total": after("tether_upstream_sockets_opened"),
-        "http_fallbacks": idle.metrics.get("tether_http_fallbacks_total"),
+        "http_fallbacks": idle.metrics.get("tether_http_fallbacks_total").unwrap_or(0.0),
+        "tether_plans": idle.metrics.by_label("tether_requests_total", "plan"),
+        "tether_fresh_reasons": idle.metrics.by_label("tether_requests_total", "reason"),
+        "tether_recoveries": idle.metrics.by_label("tether_recoveries_total", "kind"),
+        "tether_outcomes": idle.metrics.by_label("tether_turn_outcomes_total", "outcome"),
         "tether_exit_code": exit,
         "tether_config": env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
     });
@@ -234,14 +243,13 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
 }
 
 /// One progress line on stderr.
-fn progress(secs: u64, t: &Tally, o: &oracle::Tally, rss: f64, m: &Metrics) {
+fn progress(secs: u64, t: &Tally, rate: f64, o: &oracle::Tally, rss: f64, m: &Metrics) {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let requests = get(&t.requests);
     eprintln!(
         "[soak {secs:>4}s] conv {} req {} ({:.0}/s) ok {} clean {} bad {} hung {} abandoned {} | oracle {} checked {} bad | rss {rss:.1} MB sockets {} sessions {}",
         get(&t.conversations),
-        requests,
-        requests as f64 / secs.max(1) as f64,
+        get(&t.requests),
+        rate,
         get(&t.ok),
         get(&t.clean),
         get(&t.bad),

@@ -1,7 +1,7 @@
 //! tether as a child process (so its memory is its own): start, RSS,
 //! `/metrics`, `/debug/sessions`, and a graceful stop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -24,9 +24,9 @@ pub struct Child {
     pub log: PathBuf,
 }
 
-/// Prometheus samples summed over their labels, by metric name.
+/// Prometheus samples summed over their labels, by metric name (and the text).
 #[derive(Debug, Default, Clone)]
-pub struct Metrics(HashMap<String, f64>);
+pub struct Metrics(HashMap<String, f64>, String);
 
 impl Metrics {
     /// Parses the text exposition.
@@ -39,7 +39,23 @@ impl Metrics {
                 *out.entry(name.to_string()).or_insert(0.0) += v;
             }
         }
-        Metrics(out)
+        Metrics(out, text.to_string())
+    }
+
+    /// The samples of `name` summed by the value of `label`.
+    pub fn by_label(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        let key = format!("{label}=\"");
+        for line in self.1.lines().filter(|l| l.starts_with(&format!("{name}{{"))) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let Some(v) = series.split_once(&key).and_then(|(_, rest)| rest.split('"').next()) else {
+                continue;
+            };
+            if let Ok(n) = value.parse::<f64>() {
+                *out.entry(v.to_string()).or_insert(0.0) += n;
+            }
+        }
+        out
     }
 
     /// The sum of every sample of `name`, if tether exports it.

@@ -11,14 +11,22 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tether::emulator::EmulatorHandle;
 use tether::emulator::oracle::normalize;
+use tether::emulator::{EmulatorHandle, Transport};
 use xxhash_rust::xxh3::xxh3_128;
 
-/// Expected contexts of recent requests, by tag.
+/// Expected contexts of recent requests, by tag, and what the oracle found.
 #[derive(Default)]
 pub struct Ledger {
-    inner: Mutex<HashMap<String, Expected>>,
+    inner: Mutex<State>,
+    /// One check at a time, so a record taken is compared before anyone looks.
+    checking: Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    expected: HashMap<String, Expected>,
+    tally: Tally,
 }
 
 struct Expected {
@@ -26,10 +34,12 @@ struct Expected {
     items: usize,
     /// When the client was done with the request.
     done: Option<Instant>,
+    /// The upstream saw it over plain HTTP (tether's fallback).
+    over_http: bool,
 }
 
 /// What the oracle found so far.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Tally {
     /// Records compared.
     pub checked: u64,
@@ -52,30 +62,51 @@ impl Tally {
 impl Ledger {
     /// Remembers what request `tag` sends (call before sending it).
     pub fn register(&self, tag: &str, input: &[Value]) {
-        let expected = Expected { hash: context_hash(input), items: input.len(), done: None };
-        self.lock().insert(tag.to_string(), expected);
+        let expected =
+            Expected { hash: context_hash(input), items: input.len(), done: None, over_http: false };
+        self.lock().expected.insert(tag.to_string(), expected);
     }
 
     /// The client is done with `tag` (answered, failed, abandoned or hung).
     pub fn finish(&self, tag: &str) {
-        if let Some(e) = self.lock().get_mut(tag) {
+        if let Some(e) = self.lock().expected.get_mut(tag) {
             e.done = Some(Instant::now());
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Expected>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the oracle found so far.
+    pub fn tally(&self) -> Tally {
+        self.lock().tally.clone()
+    }
+
+    /// Whether request `tag` reached the upstream over plain HTTP (checks
+    /// the records made so far first).
+    pub fn went_over_http(&self, tag: &str, emu: &EmulatorHandle) -> bool {
+        self.check(emu, None);
+        self.lock().expected.get(tag).is_some_and(|e| e.over_http)
     }
 
     /// Compares every record the emulator made since the last call, then
     /// forgets requests finished more than `keep` ago.
-    pub fn check(&self, emu: &EmulatorHandle, tally: &mut Tally, keep: Duration) {
-        for record in emu.take_contexts() {
+    pub fn check(&self, emu: &EmulatorHandle, keep: Option<Duration>) {
+        let _one = self.checking.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Hashing happens outside the ledger's lock; workers register meanwhile.
+        let records: Vec<_> =
+            emu.take_contexts().into_iter().map(|r| (context_hash(&r.context), r)).collect();
+        let mut guard = self.lock();
+        let State { expected, tally } = &mut *guard;
+        for (got, record) in records {
             let tag = record.instructions.as_deref().unwrap_or("");
-            let got = context_hash(&record.context);
-            let expected = self.lock().get(tag).map(|e| (e.hash, e.items));
+            let want = expected.get_mut(tag).map(|e| {
+                e.over_http |= record.transport == Transport::Http;
+                (e.hash, e.items)
+            });
             tally.checked += 1;
-            match expected {
+            match want {
                 Some((hash, _)) if hash == got => {}
                 Some((_, items)) => {
                     tally.mismatches += 1;
@@ -96,8 +127,10 @@ impl Ledger {
                 }
             }
         }
-        let now = Instant::now();
-        self.lock().retain(|_, e| e.done.is_none_or(|d| now.duration_since(d) < keep));
+        if let Some(keep) = keep {
+            let now = Instant::now();
+            expected.retain(|_, e| e.done.is_none_or(|d| now.duration_since(d) < keep));
+        }
     }
 }
 
