@@ -33,6 +33,9 @@ pub enum ProxyError {
         /// The configured limit.
         limit: usize,
     },
+    /// The client did not send its whole body within `server.body_read_timeout`.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// The client's body could not be read (it hung up or sent garbage framing).
     #[error("could not read the request body: {0}")]
     BodyRead(String),
@@ -70,6 +73,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest { .. } | ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -84,6 +88,7 @@ impl ProxyError {
         let (kind, param, code) = match self {
             ProxyError::BadRequest { param, .. } => ("invalid_request_error", *param, None),
             ProxyError::BodyRead(_) => ("invalid_request_error", None, None),
+            ProxyError::BodyTimeout(_) => ("invalid_request_error", None, Some("request_timeout")),
             ProxyError::BodyTooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
             ProxyError::NotFound(_) => ("invalid_request_error", None, Some("not_found")),
             ProxyError::UpstreamUnreachable(_) => ("server_error", None, Some("upstream_unreachable")),

@@ -20,7 +20,7 @@ pub const BUFFER: usize = 1024;
 /// The publisher side.
 #[derive(Debug)]
 pub struct Events {
-    tx: broadcast::Sender<Arc<str>>,
+    tx: broadcast::Sender<(u128, Arc<str>)>,
 }
 
 impl Default for Events {
@@ -35,10 +35,10 @@ impl Events {
         Events { tx: broadcast::channel(capacity.max(1)).0 }
     }
 
-    /// Publishes one JSON record (a no-op without readers).
-    pub fn publish(&self, json: impl FnOnce() -> String) {
+    /// Publishes one JSON record of `tenant`'s (a no-op without readers).
+    pub fn publish(&self, tenant: u128, json: impl FnOnce() -> String) {
         if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(Arc::from(json()));
+            let _ = self.tx.send((tenant, Arc::from(json())));
         }
     }
 
@@ -48,7 +48,9 @@ impl Events {
     }
 
     /// An SSE response streaming every record from now on.
-    pub fn sse(&self, metrics: Arc<Metrics>) -> Response<Body> {
+    /// With `only`, just that tenant's records (a reader that sent
+    /// credentials sees its own turns and no one else's).
+    pub fn sse(&self, metrics: Arc<Metrics>, only: Option<u128>) -> Response<Body> {
         let mut rx = self.tx.subscribe();
         let (out, body) = body::channel(16);
         tokio::spawn(async move {
@@ -57,7 +59,8 @@ impl Events {
             }
             loop {
                 let chunk = match rx.recv().await {
-                    Ok(json) => Bytes::from(format!("event: turn\ndata: {json}\n\n")),
+                    Ok((tenant, _)) if only.is_some_and(|t| t != tenant) => continue,
+                    Ok((_, json)) => Bytes::from(format!("event: turn\ndata: {json}\n\n")),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         metrics.events_dropped.inc_by(n);
                         Bytes::from(format!(": dropped {n} records (reader too slow)\n\n"))

@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::proxy::record::TurnRecord;
+use crate::upstream::PoolStats;
 
 /// Metric names (Prometheus appends `_total` to counters).
 pub mod names {
@@ -30,6 +31,8 @@ pub mod names {
     pub const OUTCOMES: &str = "tether_turn_outcomes";
     /// Upstream WebSocket connections open now.
     pub const SOCKETS_OPEN: &str = "tether_upstream_sockets_open";
+    /// Upstream WebSocket connections serving a turn now (or draining one).
+    pub const SOCKETS_BUSY: &str = "tether_upstream_sockets_busy";
     /// Upstream WebSocket connections opened since start.
     pub const SOCKETS_OPENED: &str = "tether_upstream_sockets_opened";
     /// Live sessions in the store.
@@ -38,6 +41,14 @@ pub mod names {
     pub const PREPARE_SECONDS: &str = "tether_prepare_seconds";
     /// Upstream time to first event.
     pub const UPSTREAM_TTFE_SECONDS: &str = "tether_upstream_ttfe_seconds";
+    /// Client connections open now.
+    pub const CONNECTIONS_OPEN: &str = "tether_client_connections_open";
+    /// Client connections refused at `server.max_connections`.
+    pub const CONNECTIONS_REFUSED: &str = "tether_client_connections_refused";
+    /// Requests whose response is not finished yet (headers or body still going).
+    pub const REQUESTS_IN_FLIGHT: &str = "tether_requests_in_flight";
+    /// Tasks alive in tether's runtime (connections, sockets, drains, timers).
+    pub const TASKS_ALIVE: &str = "tether_runtime_tasks_alive";
     /// Decision records dropped by slow `/debug/events` readers.
     pub const EVENTS_DROPPED: &str = "tether_debug_events_dropped";
 }
@@ -56,7 +67,15 @@ pub struct Metrics {
     outcomes: Family<Labels, Counter>,
     sockets_open: Gauge,
     sockets_opened: Gauge,
+    sockets_busy: Gauge,
     sessions_live: Gauge,
+    tasks_alive: Gauge,
+    /// Client connections open now (the accept loop holds a [`GaugeGuard`] per connection).
+    pub connections_open: Gauge,
+    /// Client connections refused at the limit.
+    pub connections_refused: Counter,
+    /// Requests whose response has not ended (a [`GaugeGuard`] rides in the body).
+    pub requests_in_flight: Gauge,
     prepare: Histogram,
     ttfe: Histogram,
     /// Records dropped by slow debug readers.
@@ -86,7 +105,12 @@ impl Default for Metrics {
             outcomes: Family::default(),
             sockets_open: Gauge::default(),
             sockets_opened: Gauge::default(),
+            sockets_busy: Gauge::default(),
             sessions_live: Gauge::default(),
+            tasks_alive: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
+            requests_in_flight: Gauge::default(),
             prepare: buckets(10e-6, 2.0, 20),
             ttfe: buckets(100e-6, 2.0, 20),
             events_dropped: Counter::default(),
@@ -110,7 +134,20 @@ impl Default for Metrics {
             "Upstream WebSocket connections opened since start",
             m.sockets_opened.clone(),
         );
+        registry.register(
+            SOCKETS_BUSY,
+            "Upstream WebSocket connections serving a turn",
+            m.sockets_busy.clone(),
+        );
         registry.register(SESSIONS_LIVE, "Live sessions", m.sessions_live.clone());
+        registry.register(CONNECTIONS_OPEN, "Client connections open", m.connections_open.clone());
+        registry.register(
+            CONNECTIONS_REFUSED,
+            "Client connections refused at server.max_connections",
+            m.connections_refused.clone(),
+        );
+        registry.register(REQUESTS_IN_FLIGHT, "Requests not finished yet", m.requests_in_flight.clone());
+        registry.register(TASKS_ALIVE, "Tasks alive in tether's runtime", m.tasks_alive.clone());
         registry.register(PREPARE_SECONDS, "tether's own time: body in to frame sent", m.prepare.clone());
         registry.register(UPSTREAM_TTFE_SECONDS, "Upstream time to first event", m.ttfe.clone());
         registry.register(
@@ -150,14 +187,36 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with live gauges set first.
-    pub fn render(&self, sockets_open: usize, sockets_opened: u64, sessions_live: usize) -> String {
-        self.sockets_open.set(sockets_open as i64);
-        self.sockets_opened.set(sockets_opened as i64);
+    pub fn render(&self, pool: &PoolStats, sessions_live: usize) -> String {
+        self.sockets_open.set(pool.open as i64);
+        self.sockets_opened.set(pool.opened_total as i64);
+        self.sockets_busy.set(pool.busy as i64);
         self.sessions_live.set(sessions_live as i64);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.tasks_alive.set(rt.metrics().num_alive_tasks() as i64);
+        }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+/// Holds a gauge one higher for as long as it lives.
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` now; decrements it on drop.
+    pub fn new(gauge: &Gauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

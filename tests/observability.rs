@@ -150,12 +150,12 @@ async fn post(base: &str, body: &serde_json::Value) -> u16 {
 async fn a_stalled_reader_loses_records_and_they_are_counted() {
     let events = tether::events::Events::with_capacity(4);
     let metrics = std::sync::Arc::new(Metrics::default());
-    let resp = events.sse(metrics.clone());
+    let resp = events.sse(metrics.clone(), None);
     tokio::task::yield_now().await;
     // The reader is subscribed but reads nothing; publishing never waits.
     let started = std::time::Instant::now();
     for i in 0..200 {
-        events.publish(|| format!("{{\"n\":{i}}}"));
+        events.publish(0, || format!("{{\"n\":{i}}}"));
     }
     assert_eq!(events.readers(), 1);
     let _ = started;
@@ -170,7 +170,7 @@ async fn a_stalled_reader_loses_records_and_they_are_counted() {
         text.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
     }
     assert!(text.contains(": dropped"), "{text}");
-    let rendered = metrics.render(0, 0, 0);
+    let rendered = metrics.render(&Default::default(), 0);
     let dropped: u64 = rendered
         .lines()
         .find_map(|l| l.strip_prefix("tether_debug_events_dropped_total "))

@@ -3,6 +3,7 @@
 //! Results print as a table and, with `--json PATH`, as JSON. See
 //! BENCHMARKS.md for the figures and how they were obtained.
 
+mod child;
 mod common;
 mod events;
 mod latency;

@@ -116,6 +116,9 @@ fn read_all(f: &mut Fields) -> Config {
     c.server.max_body_bytes = f.get("server", "max_body_bytes", d.server.max_body_bytes, positive);
     c.server.header_read_timeout =
         f.get("server", "header_read_timeout", d.server.header_read_timeout, duration);
+    c.server.body_read_timeout = f.get("server", "body_read_timeout", d.server.body_read_timeout, duration);
+    c.server.max_header_bytes = f.get("server", "max_header_bytes", d.server.max_header_bytes, header_bytes);
+    c.server.max_connections = f.get("server", "max_connections", d.server.max_connections, positive);
     c.server.request_timeout = f.get("server", "request_timeout", d.server.request_timeout, duration);
     c.server.shutdown_grace = f.get("server", "shutdown_grace", d.server.shutdown_grace, duration);
     c.server.debug_remote = f.get("server", "debug_remote", false, parse_bool);
@@ -323,6 +326,14 @@ fn non_negative(raw: Raw) -> Result<usize, String> {
 fn positive(raw: Raw) -> Result<usize, String> {
     match non_negative(raw)? {
         0 => Err("expected an integer >= 1, got 0".into()),
+        n => Ok(n),
+    }
+}
+
+/// hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+fn header_bytes(raw: Raw) -> Result<usize, String> {
+    match non_negative(raw)? {
+        n if n < 8192 => Err(format!("expected at least 8192 (bytes), got {n}")),
         n => Ok(n),
     }
 }

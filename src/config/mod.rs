@@ -42,8 +42,14 @@ pub struct ServerConfig {
     pub allow_remote: bool,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
-    /// Time allowed to read a request's headers.
+    /// Time allowed to read a request's headers (also closes idle keep-alive connections).
     pub header_read_timeout: Duration,
+    /// Time allowed to receive a managed request's whole body (408 beyond).
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line + headers); 431 beyond.
+    pub max_header_bytes: usize,
+    /// Client connections served at once; beyond, new ones get 503 and are closed.
+    pub max_connections: usize,
     /// Time allowed for a whole pass-through request before the upstream answers.
     pub request_timeout: Duration,
     /// Time open requests and streams get to finish on shutdown.
@@ -131,6 +137,9 @@ impl Default for Config {
                 allow_remote: false,
                 max_body_bytes: 32 * 1024 * 1024,
                 header_read_timeout: Duration::from_secs(10),
+                body_read_timeout: Duration::from_secs(60),
+                max_header_bytes: 64 * 1024,
+                max_connections: 4096,
                 request_timeout: Duration::from_secs(600),
                 shutdown_grace: Duration::from_secs(30),
                 debug_remote: false,

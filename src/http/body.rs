@@ -3,10 +3,13 @@
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::UnsyncBoxBody};
-use hyper::body::Frame;
+use hyper::body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
 use crate::error::ProxyError;
+use crate::metrics::GaugeGuard;
 
 /// Boxed error for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,6 +52,37 @@ pub fn channel_after(first: Bytes, capacity: usize) -> (mpsc::Sender<Bytes>, Bod
         }
     });
     (tx, StreamBody::new(stream).boxed_unsync())
+}
+
+/// `body`, holding `guard` until the body ends or is dropped (the client
+/// got everything, or hung up).
+pub fn guarded(body: Body, guard: GaugeGuard) -> Body {
+    Guarded { inner: body, _guard: guard }.boxed_unsync()
+}
+
+struct Guarded {
+    inner: Body,
+    _guard: GaugeGuard,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Reads a whole request body, refusing more than `limit` bytes.

@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, info_span};
 use super::body::{self, Body, BoxError};
 use crate::App;
 use crate::error::ProxyError;
+use crate::metrics::GaugeGuard;
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -27,12 +28,19 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    // A /debug/events reader stays open for as long as it likes: not a request in flight.
+    let in_flight =
+        (req.uri().path() != "/debug/events").then(|| GaugeGuard::new(&app.metrics.requests_in_flight));
     let span = info_span!("req", id, method = %req.method(), path = %req.uri().path());
     let result = route(app, peer, req).instrument(span.clone()).await;
-    Ok(result.unwrap_or_else(|e| {
+    let resp = result.unwrap_or_else(|e| {
         span.in_scope(|| debug!(status = e.status().as_u16(), error = %e, "answered with an error"));
         body::error(&e)
-    }))
+    });
+    Ok(match in_flight {
+        Some(guard) => resp.map(|b| body::guarded(b, guard)),
+        None => resp,
+    })
 }
 
 async fn route(
@@ -47,7 +55,13 @@ async fn route(
             if !peer.ip().is_loopback() && !app.config.server.debug_remote {
                 return Err(ProxyError::NotFound(path.to_string()));
             }
-            Ok(debug_route(&app, path))
+            // A reader that sends credentials sees only its own tenant's
+            // sessions and turns; one that sends none is the operator.
+            let only = req
+                .headers()
+                .contains_key(header::AUTHORIZATION)
+                .then(|| app.managed.tenant(&crate::proxy::credentials(req.headers(), None)).0);
+            Ok(debug_route(&app, path, only))
         }
         (&Method::POST, "/v1/responses") => crate::proxy::responses(&app, req).await,
         _ if path == API_PREFIX || path.starts_with("/v1/") => passthrough(&app, peer, req).await,
@@ -55,13 +69,14 @@ async fn route(
     }
 }
 
-/// `/metrics`, `/debug/sessions`, `/debug/events`: no content, no keys.
-fn debug_route(app: &Arc<App>, path: &str) -> Response<Body> {
+/// `/metrics`, `/debug/sessions`, `/debug/events`: no content, no keys;
+/// the debug views limited to one tenant with `only`.
+fn debug_route(app: &Arc<App>, path: &str, only: Option<u128>) -> Response<Body> {
     match path {
         "/metrics" => {
             let pool = app.managed.pool.stats();
             let sessions = app.managed.store().len();
-            let text = app.metrics.render(pool.open, pool.opened_total, sessions);
+            let text = app.metrics.render(&pool, sessions);
             let mut resp = Response::new(body::full(text));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -75,17 +90,19 @@ fn debug_route(app: &Arc<App>, path: &str) -> Response<Body> {
                 let store = app.managed.store();
                 (store.snapshot(now), store.approx_memory_bytes())
             };
+            let sessions: Vec<_> =
+                sessions.into_iter().filter(|s| only.is_none_or(|t| t == s.tenant_id)).collect();
             let pool = app.managed.pool.stats();
             let doc = serde_json::json!({
                 "sessions": sessions,
                 "live": sessions.len(),
                 "approx_memory_bytes": memory,
-                "sockets_open": pool.open,
+                "sockets_open": only.map_or(pool.open, |t| pool.per_tenant.get(&t).copied().unwrap_or(0)),
                 "sockets_opened": pool.opened_total,
             });
             body::json(StatusCode::OK, doc.to_string())
         }
-        _ => app.events.sse(app.metrics.clone()),
+        _ => app.events.sse(app.metrics.clone(), only),
     }
 }
 

@@ -13,38 +13,81 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::App;
+use crate::error::api_error_body;
+use crate::metrics::GaugeGuard;
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts connections on `listener` until `shutdown` resolves, then drains.
 pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(app.config.server.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    let server = &app.config.server;
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(server.max_header_bytes as u32);
     let graceful = GracefulShutdown::new();
+    // Tells connections that have not sent a byte yet to close at once on shutdown.
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(());
     let mut connections = JoinSet::new();
+    // Connections turned away at `server.max_connections`, each answered 503 then closed.
+    let mut refusals = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    if connections.len() >= server.max_connections {
+                        app.metrics.connections_refused.inc();
+                        // Under a flood, answering is itself bounded: beyond that, just close.
+                        if refusals.len() < MAX_REFUSALS {
+                            refusals.spawn(refuse(stream, server.max_connections));
+                        }
+                        continue;
+                    }
+                    let open = GaugeGuard::new(&app.metrics.connections_open);
                     let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
                     let app = app.clone();
-                    let svc = service_fn(move |req| super::routes::handle(app.clone(), peer, req));
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    let conn = graceful.watch(conn);
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let mut stopping = stopping_rx.clone();
                     let span = info_span!("conn", id, %peer);
                     connections.spawn(async move {
                         debug!("accepted");
-                        if let Err(e) = conn.await {
+                        // hyper-util waits for the first bytes (HTTP/1 or h2c?) with no
+                        // deadline of its own: a client that never sends one would be held
+                        // forever, and would hold up shutdown.
+                        let mut first = [0u8; 1];
+                        let deadline = app.config.server.header_read_timeout;
+                        let first_bytes = tokio::time::timeout(deadline, stream.peek(&mut first));
+                        tokio::select! {
+                            peeked = first_bytes => match peeked {
+                                Ok(Ok(n)) if n > 0 => {}
+                                Ok(_) => return,
+                                Err(_) => {
+                                    debug!("no request within header_read_timeout; closing");
+                                    return;
+                                }
+                            },
+                            _ = stopping.changed() => return,
+                        }
+                        let svc = service_fn(move |req| super::routes::handle(app.clone(), peer, req));
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        if let Err(e) = watcher.watch(conn).await {
                             debug!(error = %e, "connection ended with an error");
                         }
+                        drop(open);
                     }.instrument(span));
                 }
                 Err(e) => {
@@ -54,10 +97,12 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
             () = &mut shutdown => break,
         }
     }
     drop(listener);
+    let _ = stopping_tx.send(());
     app.begin_shutdown();
     let grace = app.config.server.shutdown_grace;
     info!(open = connections.len(), ?grace, "stopped accepting; draining open requests");
@@ -65,6 +110,44 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         warn!(open = connections.len(), "shutdown grace expired; closing the rest");
     }
     connections.shutdown().await;
+    refusals.shutdown().await;
     app.finish_shutdown().await;
     info!("shutdown complete");
 }
+
+/// Answers a connection over `server.max_connections` with a 503 in the
+/// API's error shape, then closes it. The request is read (and thrown away)
+/// for up to a second first, so the close does not reset the connection
+/// before the client has read the answer.
+async fn refuse(mut stream: TcpStream, limit: usize) {
+    let body = api_error_body(
+        &format!(
+            "tether is serving its limit of {limit} connections (server.max_connections); retry shortly"
+        ),
+        "server_error",
+        None,
+        Some("too_many_connections"),
+    );
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let answer = async {
+        let mut scratch = [0u8; 4096];
+        // Read what the client has sent so far (its request head), answer, then drain briefly.
+        let _ = tokio::time::timeout(REFUSAL_READ, stream.read(&mut scratch)).await;
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await?;
+        while stream.read(&mut scratch).await? > 0 {}
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+}
+
+/// Refused connections being answered at once.
+const MAX_REFUSALS: usize = 256;
+
+/// How long a refused connection gets to send its request head before the 503.
+const REFUSAL_READ: Duration = Duration::from_millis(100);

@@ -147,7 +147,11 @@ pub async fn responses(app: &Arc<App>, req: Request<Incoming>) -> Result<Respons
     let started = Instant::now();
     // parse
     let (parts, incoming) = req.into_parts();
-    let bytes = body::read_limited(incoming, app.config.server.max_body_bytes).await?;
+    let server = &app.config.server;
+    let bytes =
+        tokio::time::timeout(server.body_read_timeout, body::read_limited(incoming, server.max_body_bytes))
+            .await
+            .map_err(|_| ProxyError::BodyTimeout(server.body_read_timeout))??;
     let received = Instant::now();
     let parsed = ParsedRequest::parse(&bytes)?;
     // classify

@@ -35,6 +35,8 @@ pub struct TurnRecord {
     pub session: Option<u64>,
     /// First 8 hex digits of the tenant hash.
     pub tenant: String,
+    /// The whole tenant hash (never printed): scopes `/debug/events` readers.
+    pub tenant_id: u128,
     /// How it was served.
     pub route: Route,
     /// Why it was not a continuation (label), when it was not.
@@ -97,7 +99,7 @@ impl TurnRecord {
     pub fn emit(&self, app: &crate::App) {
         self.log();
         app.metrics.observe(self);
-        app.events.publish(|| self.to_json());
+        app.events.publish(self.tenant_id, || self.to_json());
     }
 
     /// Writes the record as one `info` line.

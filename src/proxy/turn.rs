@@ -60,8 +60,28 @@ pub struct Turn<'a> {
     /// How the turn is served.
     pub route: Route,
     record: TurnRecord,
+    /// The record went out (log, metrics, events); if not by drop time, the
+    /// client hung up before its answer was ready and `Drop` says so.
+    emitted: bool,
     started: Instant,
     received: Instant,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if self.emitted {
+            return;
+        }
+        // hyper dropped the handler: the client went away while the answer
+        // was being prepared (a JSON client, or a stream before its first byte).
+        self.record.outcome = "client_gone";
+        self.record.status = 499;
+        self.record.total = self.started.elapsed();
+        if let Some(c) = self.cont.take() {
+            self.app.managed.store().evict(c.session);
+        }
+        self.record.emit(self.app);
+    }
 }
 
 impl<'a> Turn<'a> {
@@ -79,6 +99,7 @@ impl<'a> Turn<'a> {
         let record = TurnRecord {
             session: None,
             tenant: tenant.short(),
+            tenant_id: tenant.0,
             route: Route::Fresh,
             reason: None,
             detail: None,
@@ -107,6 +128,7 @@ impl<'a> Turn<'a> {
             cont: None,
             prefer: None,
             route: Route::Fresh,
+            emitted: false,
             record,
             started,
             received,
@@ -193,14 +215,19 @@ impl<'a> Turn<'a> {
                 Attempt::RetryNewSocket(why) if retries == 0 => {
                     retries += 1;
                     self.record.recoveries.push(why);
-                    drop(current);
+                    // Dead already, or not to be trusted again (malformed frame).
+                    current.retire();
                     if let Some(c) = &self.cont {
                         m.store().forget_socket(c.socket);
                     }
                     self.downgrade(FreshReason::SocketGone);
                 }
-                Attempt::RetrySameSocket(why) | Attempt::RetryNewSocket(why) => {
+                Attempt::RetrySameSocket(why) => {
                     drop(current);
+                    return Err(self.fail(ProxyError::UpstreamFailed(format!("{why} twice in a row"))));
+                }
+                Attempt::RetryNewSocket(why) => {
+                    current.retire();
                     return Err(self.fail(ProxyError::UpstreamFailed(format!("{why} twice in a row"))));
                 }
             }
@@ -256,7 +283,11 @@ impl<'a> Turn<'a> {
     /// Serves the turn over plain HTTPS, the client's bytes unchanged.
     pub async fn http_fallback(&mut self, reason: &'static str) -> Result<Response<Body>, ProxyError> {
         self.record.total = self.started.elapsed();
-        super::fallback::forward(self.app, self.headers, self.body.clone(), reason, &mut self.record).await
+        let result =
+            super::fallback::forward(self.app, self.headers, self.body.clone(), reason, &mut self.record)
+                .await;
+        self.emitted = true;
+        result
     }
 
     /// send -> translate, until bytes are ready for the client or the response ends.
@@ -368,6 +399,7 @@ impl<'a> Turn<'a> {
         self.finish(&lease, fp, &outcome);
         drop(lease);
         self.record.emit(self.app);
+        self.emitted = true;
         resp
     }
 
@@ -379,7 +411,7 @@ impl<'a> Turn<'a> {
     /// If the client hangs up, the lease and frames are dropped: the socket
     /// task drains the response to its end (`pool.drain_timeout`) on its own.
     fn stream(
-        self,
+        mut self,
         lease: Lease,
         fp: Option<Fingerprint>,
         first: Bytes,
@@ -391,8 +423,11 @@ impl<'a> Turn<'a> {
         resp.headers_mut().insert("x-tether-route", HeaderValue::from_static(self.route.label()));
         let mut record = self.record.clone();
         let finisher = Finisher::from_turn(&self);
+        // The streaming task emits the record when the response ends.
+        self.emitted = true;
         tokio::spawn(async move {
             let mut client_gone = false;
+            let mut malformed = false;
             let mut last = Bytes::new();
             let outcome = loop {
                 if client_gone {
@@ -403,6 +438,7 @@ impl<'a> Turn<'a> {
                         Ok(step) => step,
                         Err(e) => {
                             tracing::warn!(error = %e, "malformed upstream frame mid-stream");
+                            malformed = true;
                             break None;
                         }
                     },
@@ -431,7 +467,11 @@ impl<'a> Turn<'a> {
                 None => finisher.evict(),
             }
             drop(frames);
-            drop(lease);
+            if malformed {
+                lease.retire();
+            } else {
+                drop(lease);
+            }
             let tail = match outcome {
                 Some(_) => last,
                 None if client_gone => Bytes::new(),
@@ -467,6 +507,7 @@ impl<'a> Turn<'a> {
             self.app.managed.store().evict(c.session);
         }
         self.record.emit(self.app);
+        self.emitted = true;
         err
     }
 }

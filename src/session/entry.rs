@@ -62,6 +62,7 @@ impl Session {
         SessionInfo {
             id,
             tenant: self.tenant.short(),
+            tenant_id: self.tenant.0,
             items: self.items,
             turns: self.turns,
             continues: self.continues,
@@ -106,6 +107,9 @@ pub struct SessionInfo {
     pub id: SessionId,
     /// The tenant's short hash.
     pub tenant: String,
+    /// The whole tenant hash (not shown): scopes `/debug/sessions` readers.
+    #[serde(skip)]
+    pub tenant_id: u128,
     /// Items in the chain (input ++ output of the latest response).
     pub items: usize,
     /// Turns recorded with `record_turn`.

@@ -11,7 +11,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::ProxyError;
 use crate::http::body::{Body, BoxError};
@@ -33,6 +33,9 @@ impl std::fmt::Debug for HttpUpstream {
         f.debug_struct("HttpUpstream").field("base", &self.base).finish_non_exhaustive()
     }
 }
+
+/// How long an idle keep-alive connection to the upstream stays open.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -72,6 +75,24 @@ impl HttpUpstream {
         request_timeout: Duration,
         body_limit: usize,
     ) -> Self {
+        Self::with_idle_timeout(
+            base_url,
+            api_key,
+            connect_timeout,
+            request_timeout,
+            body_limit,
+            POOL_IDLE_TIMEOUT,
+        )
+    }
+
+    fn with_idle_timeout(
+        base_url: &str,
+        api_key: Option<String>,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        body_limit: usize,
+        idle_timeout: Duration,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -83,8 +104,12 @@ impl HttpUpstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client =
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https);
+        // The idle timeout only takes effect with a timer: without one, idle
+        // connections (and their tasks) stay until the upstream closes them.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(idle_timeout)
+            .build(https);
         let default_auth =
             api_key.and_then(|k| HeaderValue::from_str(&format!("Bearer {k}")).ok()).map(|mut v| {
                 v.set_sensitive(true);
@@ -199,4 +224,48 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 fn unreachable_tls() -> ! {
     // The ring provider always supports the default protocol versions.
     panic!("rustls ring provider rejected the default protocol versions")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// An idle keep-alive connection to the upstream (and the task serving
+    /// it) is closed after the pool's idle timeout, not kept until the
+    /// upstream closes it.
+    #[tokio::test]
+    async fn idle_upstream_connections_are_closed_after_the_idle_timeout() -> Result<(), BoxError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (closed_tx, mut closed) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let closed_tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new();
+                    let _ = conn.serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = closed_tx.send(());
+                });
+            }
+        });
+        let idle = Duration::from_millis(200);
+        let secs = Duration::from_secs(5);
+        let up = HttpUpstream::with_idle_timeout(&format!("http://{addr}/v1"), None, secs, secs, 1024, idle);
+        let resp = up.post("/responses", HeaderMap::new(), Bytes::from_static(b"{}")).await?;
+        resp.into_body().collect().await?;
+        // The client stays alive: only the pool's timer can close the connection.
+        let waited = tokio::time::timeout(idle * 10, closed.recv()).await;
+        assert!(waited.is_ok(), "the idle connection was still open after {:?}", idle * 10);
+        drop(up);
+        Ok(())
+    }
 }

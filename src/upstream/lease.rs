@@ -86,6 +86,14 @@ impl Lease {
         }
         Ok(TurnFrames { rx })
     }
+
+    /// Gives the socket up instead of returning it to the pool: it is never
+    /// leased again, and its task closes it once the response in flight (if
+    /// any) has drained. For a socket that broke the protocol (a malformed
+    /// frame): neither a retry nor another conversation should trust it.
+    pub fn retire(self) {
+        self.handle.shared.retire();
+    }
 }
 
 impl Drop for Lease {

@@ -42,6 +42,8 @@ pub struct PoolStats {
     pub open: usize,
     /// Sockets opened since start.
     pub opened_total: u64,
+    /// Open sockets serving a turn now (leased, or still receiving or draining a response).
+    pub busy: usize,
     /// Open sockets per tenant hash.
     pub per_tenant: HashMap<u128, usize>,
 }
@@ -356,11 +358,15 @@ impl UpstreamPool {
         let mut st = self.lock();
         st.sweep(self.inner.settings.max_age);
         let mut per_tenant = HashMap::new();
+        let mut busy = 0;
         for e in st.sockets.values() {
             *per_tenant.entry(e.handle.shared.tenant).or_default() += 1;
+            let s = e.handle.shared.lock();
+            busy += usize::from(s.leased || s.pending > 0);
         }
         PoolStats {
             open: st.sockets.len(),
+            busy,
             opened_total: self.inner.opened_total.load(Ordering::Relaxed),
             per_tenant,
         }

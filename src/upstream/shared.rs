@@ -88,6 +88,12 @@ impl Shared {
         self.notify.notify_waiters();
     }
 
+    /// Out of service: gone for the pool (and so swept from it). The task
+    /// ends once every handle is dropped, after the turn it is serving.
+    pub(crate) fn retire(&self) {
+        self.die(UpstreamError::Protocol("retired after a protocol violation".into()));
+    }
+
     /// Age of the connection.
     pub(crate) fn age(&self) -> Duration {
         self.opened_at.elapsed()

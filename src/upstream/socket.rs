@@ -374,7 +374,9 @@ where
                     drained = consumer.is_none(),
                     "turn ended"
                 );
-                self.shared.end_turn(latest);
+                // A drained response reached no client, so no session can continue
+                // from it: the socket is as good as cold, and the pool reuses it first.
+                self.shared.end_turn(if consumer.is_some() { latest } else { None });
                 return Ok(());
             }
         }

@@ -152,7 +152,30 @@ async fn consumer_drop_drains_to_terminal_frame() {
     r.server.say(delta());
     r.server.say(&completed("resp_d"));
     let lease = wait_idle(&r.handle).await;
-    assert_eq!(lease.latest_response_id(), Some("resp_d"));
+    // The drained response reached no client: nothing can continue from it,
+    // so the socket counts as cold (the pool reuses it first).
+    assert_eq!(lease.latest_response_id(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retired_socket_is_never_leased_again_and_closes_after_its_drain() {
+    let Rig { mut server, handle, shutdown: _shutdown, join } = rig(&settings());
+    let mut lease = Lease::take(&handle).expect("idle");
+    let mut frames = lease.send("{}".into()).await.expect("send");
+    server.heard().await;
+    server.say(&created("resp_r"));
+    assert!(frames.next().await.is_some());
+    drop(frames);
+    lease.retire();
+    assert!(matches!(Lease::take(&handle), Err(UpstreamError::Gone)));
+    drop(handle);
+    // The response in flight drains first, then the socket closes normally.
+    server.say(&completed("resp_r"));
+    match server.heard().await {
+        Message::Close(Some(CloseFrame { code, .. })) => assert_eq!(u16::from(code), 1000),
+        other => panic!("unexpected {other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(1), join).await.expect("task ended").expect("no panic");
 }
 
 #[tokio::test(start_paused = true)]
