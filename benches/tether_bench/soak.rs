@@ -92,17 +92,20 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
     let upstream = format!("http://{addr}/v1");
     let env = tether_env(quick);
     let child = Child::start(&upstream, &env)?;
+    // Scrapes use a client of their own (one keep-alive connection, part
+    // of the baseline); the load's client is dropped before the idle checks.
     let client = common::client();
     let baseline = child.metrics(&client).await?;
     let ctx = Arc::new(Ctx::new(
         emu.clone(),
-        client.clone(),
+        common::client(),
         format!("http://{}/v1/responses", child.addr),
         opts.fault_rate,
         DEADLINE,
         TENANTS,
     ));
     let ledger = ctx.ledger.clone();
+    let tally = ctx.tally.clone();
     eprintln!(
         "soak: {} for {:?}, {} workers, fault rate {}, seed {} (tether log: {})",
         child.addr,
@@ -129,10 +132,10 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
         let secs = started.elapsed().as_secs();
         if secs > 0 && secs % progress_every == 0 {
             let m = child.metrics(&client).await.unwrap_or_default();
-            let sent = ctx.tally.requests.load(Ordering::Relaxed);
+            let sent = tally.requests.load(Ordering::Relaxed);
             let rate = (sent - last_sent) as f64 / progress_every as f64;
             last_sent = sent;
-            progress(secs, &ctx.tally, rate, &ledger.tally(), rss.last().map_or(0.0, |x| x.1), &m);
+            progress(secs, &tally, rate, &ledger.tally(), rss.last().map_or(0.0, |x| x.1), &m);
         }
     }
     let load_time = started.elapsed();
@@ -142,7 +145,9 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
         // Every request has a deadline, so this ends; the margin is for the bench itself.
         let _ = tokio::time::timeout(DEADLINE + Duration::from_secs(10), w).await;
     }
-    let idle = wait_idle(&child, &client).await;
+    // The last handle on the load's client: its keep-alive connections close.
+    drop(ctx);
+    let idle = wait_idle(&child, &client, &baseline).await;
     ledger.check(&emu, None);
     let oracle = ledger.tally();
     let sessions_created = child.sessions_created(&client).await.ok().flatten();
@@ -158,7 +163,7 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
     let warmup = max_in(Duration::ZERO, window);
     let last = max_in(load_time.saturating_sub(window), load_time);
     let bounded = last <= warmup * 1.25 + 10.0;
-    let t = &ctx.tally;
+    let t = &*tally;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut failures = Vec::new();
     let mut fail_if = |cond: bool, why: String| {
@@ -171,11 +176,9 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
     fail_if(oracle.mismatches > 0, format!("{} oracle mismatches", oracle.mismatches));
     fail_if(oracle.unmatched > 0, format!("{} upstream contexts no request accounts for", oracle.unmatched));
     fail_if(!bounded, format!("RSS not bounded: last window {last:.1} MB vs warm-up {warmup:.1} MB"));
-    fail_if(
-        idle.in_flight.is_some_and(|n| n > 0.0),
-        format!("{:?} requests in flight at idle", idle.in_flight),
-    );
-    fail_if(idle.sockets_open != 0.0, format!("{} upstream sockets open at idle", idle.sockets_open));
+    for leak in idle.leaks() {
+        fail_if(true, leak);
+    }
     fail_if(exit != Some(0), format!("tether exited with {exit:?} on SIGTERM"));
     fail_if(get(&t.requests) == 0, "no request was sent".into());
     let after = |name: &str| idle.metrics.get(name).map_or(Value::Null, |v| json!(v));
@@ -223,10 +226,14 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
         "rss_samples_mb": rss.iter().step_by(rss.len().div_ceil(60).max(1)).map(|x| (x.1 * 10.0).round() / 10.0).collect::<Vec<_>>(),
         "idle_wait_s": idle.waited.as_secs_f64(),
         "requests_in_flight_after": idle.in_flight,
+        "client_connections_after": idle.connections,
         "sockets_open_after": idle.sockets_open,
+        "sockets_busy_after": idle.sockets_busy,
+        "tasks_alive_beyond_baseline_after": idle.extra_tasks,
         "sessions_live_after": after("tether_sessions_live"),
         "tasks_alive_before": baseline.get("tether_runtime_tasks_alive"),
         "tasks_alive_after": after("tether_runtime_tasks_alive"),
+        "idle_rule": "once the load's client is gone: 0 requests in flight (besides the scrape), 0 client connections and 0 upstream sockets beyond the scraper's, runtime tasks back to the count before the load (+2 if the HTTP fallback ran: its idle keep-alive connection and reaper)",
         "sockets_opened_total": after("tether_upstream_sockets_opened"),
         "http_fallbacks": idle.metrics.get("tether_http_fallbacks_total").unwrap_or(0.0),
         "tether_plans": idle.metrics.by_label("tether_requests_total", "plan"),
@@ -262,34 +269,68 @@ fn progress(secs: u64, t: &Tally, rate: f64, o: &oracle::Tally, rss: f64, m: &Me
     );
 }
 
-/// tether after the load: what was still in flight and open.
+/// tether after the load, once it should be idle.
 struct Idle {
     waited: Duration,
-    in_flight: Option<f64>,
-    sockets_open: f64,
     metrics: Metrics,
+    /// Requests in flight, not counting the scrape itself.
+    in_flight: f64,
+    /// Client connections open beyond the scraper's own.
+    connections: f64,
+    sockets_open: f64,
+    sockets_busy: f64,
+    /// Runtime tasks alive beyond those before the load.
+    extra_tasks: f64,
+    /// Extra tasks allowed: the HTTP client's idle keep-alive connection and
+    /// its pool's reaper when the fallback was used (they go after 90 s).
+    allowed_tasks: f64,
 }
 
-/// Waits (up to the idle timeout plus a margin) for no request in flight and
-/// no upstream socket open.
-async fn wait_idle(child: &Child, client: &common::HttpClient) -> Idle {
-    let started = Instant::now();
-    let mut metrics = Metrics::default();
-    while started.elapsed() < Duration::from_secs(15) {
-        if let Ok(m) = child.metrics(client).await {
-            metrics = m;
+impl Idle {
+    fn of(metrics: Metrics, baseline: &Metrics, waited: Duration) -> Idle {
+        let gauge = |m: &Metrics, name: &str| m.get(name).unwrap_or(f64::NAN);
+        let fallbacks = metrics.get("tether_http_fallbacks_total").unwrap_or(0.0) > 0.0;
+        Idle {
+            waited,
+            in_flight: gauge(&metrics, "tether_requests_in_flight") - 1.0,
+            connections: gauge(&metrics, "tether_client_connections_open")
+                - gauge(baseline, "tether_client_connections_open"),
+            sockets_open: gauge(&metrics, "tether_upstream_sockets_open"),
+            sockets_busy: gauge(&metrics, "tether_upstream_sockets_busy"),
+            extra_tasks: gauge(&metrics, "tether_runtime_tasks_alive")
+                - gauge(baseline, "tether_runtime_tasks_alive"),
+            allowed_tasks: if fallbacks { 2.0 } else { 0.0 },
+            metrics,
         }
-        let busy = metrics.get("tether_requests_in_flight").unwrap_or(0.0) > 0.0
-            || metrics.get("tether_upstream_sockets_open").unwrap_or(1.0) > 0.0;
-        if !busy {
-            break;
+    }
+
+    /// What is still held that should not be (NaN, a missing gauge, counts).
+    fn leaks(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |what: &str, n: f64, allowed: f64| {
+            if !(n <= allowed) {
+                out.push(format!("{what}: {n} at idle (allowed {allowed})"));
+            }
+        };
+        check("requests in flight", self.in_flight, 0.0);
+        check("client connections", self.connections, 0.0);
+        check("upstream sockets open", self.sockets_open, 0.0);
+        check("upstream sockets busy", self.sockets_busy, 0.0);
+        check("runtime tasks beyond the baseline", self.extra_tasks, self.allowed_tasks);
+        out
+    }
+}
+
+/// Scrapes until tether holds nothing for the finished load (or 20 s
+/// pass: the pool's idle timeout is 3 s).
+async fn wait_idle(child: &Child, client: &common::HttpClient, baseline: &Metrics) -> Idle {
+    let started = Instant::now();
+    loop {
+        let metrics = child.metrics(client).await.unwrap_or_default();
+        let idle = Idle::of(metrics, baseline, started.elapsed());
+        if idle.leaks().is_empty() || started.elapsed() > Duration::from_secs(20) {
+            return idle;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Idle {
-        waited: started.elapsed(),
-        in_flight: metrics.get("tether_requests_in_flight"),
-        sockets_open: metrics.get("tether_upstream_sockets_open").unwrap_or(-1.0),
-        metrics,
     }
 }

@@ -87,7 +87,7 @@ pub struct Ctx {
     /// Expected contexts, for the oracle.
     pub ledger: Arc<Ledger>,
     /// The counters.
-    pub tally: Tally,
+    pub tally: Arc<Tally>,
     /// Set when load should stop (conversations end after their current turn).
     pub stop: AtomicBool,
 }
@@ -110,7 +110,7 @@ impl Ctx {
             deadline,
             tenants,
             ledger: Arc::default(),
-            tally: Tally::default(),
+            tally: Arc::default(),
             stop: AtomicBool::new(false),
         }
     }
