@@ -308,7 +308,7 @@ impl Idle {
     fn leaks(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut check = |what: &str, n: f64, allowed: f64| {
-            if !(n <= allowed) {
+            if n.is_nan() || n > allowed {
                 out.push(format!("{what}: {n} at idle (allowed {allowed})"));
             }
         };
