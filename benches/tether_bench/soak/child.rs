@@ -99,7 +99,17 @@ impl Child {
         common::rss_mb(self.pid).0
     }
 
+    /// A GET, tried twice: scrapes come every 10 s, as long as tether's
+    /// `header_read_timeout`, so the keep-alive connection may be closing
+    /// just as the next scrape goes out (the usual keep-alive race).
     async fn get(&self, client: &HttpClient, path: &str) -> anyhow::Result<Bytes> {
+        match self.get_once(client, path).await {
+            Ok(body) => Ok(body),
+            Err(_) => self.get_once(client, path).await,
+        }
+    }
+
+    async fn get_once(&self, client: &HttpClient, path: &str) -> anyhow::Result<Bytes> {
         let req = http::Request::get(format!("http://{}{path}", self.addr)).body(Full::new(Bytes::new()))?;
         let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await??;
         anyhow::ensure!(resp.status() == 200, "{path}: {}", resp.status());
