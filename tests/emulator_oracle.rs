@@ -125,6 +125,10 @@ async fn oracle_routes_have_stable_json() -> Result<()> {
         assert!(stats[key].is_u64(), "{key} in {stats}");
     }
     assert_eq!(stats["requests_http"], 1);
+    // Draining hands the records over once; the stats stay.
+    assert_eq!(handle.take_contexts().len(), 1);
+    assert!(handle.take_contexts().is_empty());
+    assert_eq!(handle.stats().requests_http, 1);
     handle.reset();
     assert!(handle.contexts().is_empty());
     assert_eq!(handle.stats().requests_http, 0);

@@ -356,3 +356,31 @@ async fn silent_server_times_out_and_tls_failure_is_a_connect_error() -> anyhow:
     hold.abort();
     Ok(())
 }
+
+#[tokio::test]
+async fn a_checkout_cancelled_mid_handshake_gives_its_slot_back() -> anyhow::Result<()> {
+    // Accepts TCP, never answers: every handshake hangs until its deadline.
+    let silent = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = silent.local_addr()?;
+    let hold = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            kept.push(tcp);
+        }
+    });
+    let mut s = settings(&format!("ws://{addr}/v1/responses"));
+    s.per_tenant = 1;
+    s.connect_timeout = Duration::from_millis(300);
+    s.queue_timeout = Duration::from_millis(100);
+    let pool = UpstreamPool::new(s);
+    // The request goes away (client hang-up) while its socket is being opened.
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(50), pool.checkout(1, &creds("k"), None)).await;
+    assert!(cancelled.is_err());
+    // The slot it reserved is free again: the next checkout opens a socket
+    // (and times out connecting) instead of finding the pool full.
+    let err = pool.checkout(1, &creds("k"), None).await.err();
+    assert!(matches!(err, Some(UpstreamError::Connect(_))), "{err:?}");
+    hold.abort();
+    Ok(())
+}

@@ -10,8 +10,10 @@ mod latency;
 mod loops;
 mod memory;
 mod nginx;
+mod soak;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -64,7 +66,23 @@ enum Scenario {
         #[arg(long, default_value_t = 30)]
         samples: usize,
     },
-    /// Every scenario in turn (JSON: one object keyed by scenario).
+    /// Reliability, not speed: many conversations with random faults, churn
+    /// and hang-ups through a tether child process; exits 1 unless it held.
+    Soak {
+        /// How long load runs ("10m", "30s").
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Conversation workers.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Share of requests that carry an upstream fault.
+        #[arg(long, default_value_t = 0.05)]
+        fault_rate: f64,
+        /// Seeds every random choice of the load.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Every performance scenario in turn (not `soak`; JSON: one object keyed by scenario).
     All,
 }
 
@@ -83,6 +101,15 @@ async fn run(s: &Scenario, quick: bool) -> anyhow::Result<serde_json::Value> {
         Scenario::Large { bytes, samples } => {
             loops::large(if quick { 100_000 } else { *bytes }, if quick { 3 } else { *samples }).await?
         }
+        Scenario::Soak { duration, concurrency, fault_rate, seed } => {
+            let opts = soak::SoakOpts {
+                duration: *duration,
+                concurrency: *concurrency,
+                fault_rate: *fault_rate,
+                seed: *seed,
+            };
+            soak::soak(if quick { opts.quick() } else { opts }, quick).await?
+        }
         Scenario::All => unreachable!("handled by the caller"),
     })
 }
@@ -100,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     ];
     let chosen: Vec<(&str, Scenario)> = match &cli.scenario {
         Scenario::All => all.to_vec(),
+        soak @ Scenario::Soak { .. } => vec![("soak", soak.clone())],
         one => vec![(
             all.iter()
                 .find(|(_, s)| std::mem::discriminant(s) == std::mem::discriminant(one))
@@ -113,6 +141,8 @@ async fn main() -> anyhow::Result<()> {
         common::report(name, &result, None)?;
         out.insert((*name).to_string(), result);
     }
+    let failed: Vec<String> =
+        out.iter().filter(|(_, v)| v["passed"] == false).map(|(k, _)| k.clone()).collect();
     if let Some(path) = &cli.json {
         let doc = if out.len() == 1 {
             out.into_iter().next().map(|(_, v)| v).unwrap_or_default()
@@ -120,6 +150,10 @@ async fn main() -> anyhow::Result<()> {
             out.into()
         };
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    if !failed.is_empty() {
+        eprintln!("tether-bench: {} did not hold (see `failures` above)", failed.join(", "));
+        std::process::exit(1);
     }
     Ok(())
 }

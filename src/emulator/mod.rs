@@ -67,6 +67,12 @@ impl EmulatorHandle {
         self.shared.records()
     }
 
+    /// Takes the oracle's records so far, leaving none: long runs check
+    /// them as they go instead of holding every context until the end.
+    pub fn take_contexts(&self) -> Vec<ContextRecord> {
+        self.shared.take_records()
+    }
+
     /// Counters since start or the last [`reset`](Self::reset).
     pub fn stats(&self) -> Stats {
         self.shared.stats()

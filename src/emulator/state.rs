@@ -137,6 +137,10 @@ impl Shared {
         self.lock().records.clone()
     }
 
+    pub fn take_records(&self) -> Vec<ContextRecord> {
+        std::mem::take(&mut self.lock().records)
+    }
+
     pub fn record(&self, record: ContextRecord) {
         if self.config.record_contexts {
             self.lock().records.push(record);

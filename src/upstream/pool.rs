@@ -82,8 +82,41 @@ struct Entry {
 /// What one look at the pool decided.
 enum Pick {
     Lease(Lease),
-    Open,
+    Open(Reservation),
     Wait,
+}
+
+/// A slot held for a handshake in progress. If the handshake's future is
+/// dropped (the client hung up mid-handshake), dropping this gives the slot
+/// back; otherwise [`UpstreamPool::open`] releases it under the same lock
+/// that adds the new socket.
+struct Reservation {
+    pool: UpstreamPool,
+    tenant: u128,
+    held: bool,
+}
+
+impl Reservation {
+    /// Counts a handshake for `tenant` in `st` and returns its slot.
+    fn take(pool: &UpstreamPool, st: &mut PoolState, tenant: u128) -> Reservation {
+        *st.connecting.entry(tenant).or_default() += 1;
+        Reservation { pool: pool.clone(), tenant, held: true }
+    }
+
+    fn release(&mut self, st: &mut PoolState) {
+        if std::mem::take(&mut self.held) {
+            st.unreserve(self.tenant);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.held {
+            self.pool.lock().unreserve(self.tenant);
+            self.pool.inner.notify.notify_waiters();
+        }
+    }
 }
 
 impl PoolState {
@@ -95,6 +128,15 @@ impl PoolState {
             let idle = !s.leased && s.pending == 0;
             s.dead.is_none() && !(idle && e.handle.shared.age() >= max_age)
         });
+    }
+
+    fn unreserve(&mut self, tenant: u128) {
+        if let Some(n) = self.connecting.get_mut(&tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.connecting.remove(&tenant);
+            }
+        }
     }
 
     fn count(&self, tenant: u128) -> (usize, usize) {
@@ -151,7 +193,7 @@ impl UpstreamPool {
             notified.as_mut().enable();
             match self.pick(tenant)? {
                 Pick::Lease(lease) => return Ok(lease),
-                Pick::Open => return self.open(tenant, creds).await,
+                Pick::Open(slot) => return self.open(slot, creds).await,
                 Pick::Wait => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
                         debug!(tenant = %tenant_short(tenant), "pool full");
@@ -194,8 +236,7 @@ impl UpstreamPool {
             }
             let (_, total) = st.count(tenant);
             if total < s.total {
-                *st.connecting.entry(tenant).or_default() += 1;
-                return Ok(Pick::Open);
+                return Ok(Pick::Open(Reservation::take(self, &mut st, tenant)));
             }
         }
         let any = st
@@ -210,15 +251,11 @@ impl UpstreamPool {
     }
 
     /// Opens a socket in a slot `pick` reserved.
-    async fn open(&self, tenant: u128, creds: &Credentials) -> Result<Lease, UpstreamError> {
+    async fn open(&self, mut slot: Reservation, creds: &Credentials) -> Result<Lease, UpstreamError> {
+        let tenant = slot.tenant;
         let result = connect(&self.inner.settings, creds).await;
         let mut st = self.lock();
-        if let Some(n) = st.connecting.get_mut(&tenant) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                st.connecting.remove(&tenant);
-            }
-        }
+        slot.release(&mut st);
         let ws = match result {
             Ok(_) if st.closed => return Err(UpstreamError::Gone),
             Ok(ws) => ws,
@@ -252,7 +289,7 @@ impl UpstreamPool {
         if s.spares_per_tenant == 0 {
             return;
         }
-        let mut opening = 0;
+        let mut opening = Vec::new();
         {
             let mut st = self.lock();
             if st.closed {
@@ -273,16 +310,15 @@ impl UpstreamPool {
                 if mine >= s.per_tenant || total >= s.total {
                     break;
                 }
-                *st.connecting.entry(tenant).or_default() += 1;
-                opening += 1;
+                opening.push(Reservation::take(self, &mut st, tenant));
             }
         }
-        for _ in 0..opening {
+        for slot in opening {
             let pool = self.clone();
             let creds = creds.clone();
             tokio::spawn(async move {
                 // Dropping the new lease leaves the socket idle: a spare.
-                if let Ok(lease) = pool.open(tenant, &creds).await {
+                if let Ok(lease) = pool.open(slot, &creds).await {
                     debug!(socket = lease.id(), tenant = %tenant_short(tenant), "spare socket open");
                 }
             });
