@@ -1,74 +1,178 @@
-//! tether as a child process, the way it is deployed: its own runtime, its
-//! own threads, its own memory and CPU time (read from /proc).
+//! tether as a child process, the way it is deployed: its own runtime,
+//! threads, memory and CPU time. Start, RSS, CPU time, `/metrics`,
+//! `/debug/sessions`, and a graceful stop (SIGTERM also on drop).
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-/// A running `tether` binary; killed (SIGTERM, then waited) on drop.
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+use crate::common::{self, HttpClient};
+
+/// A running tether.
 pub struct Child {
     proc: std::process::Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
+    /// Its process id.
+    pub pid: u32,
+    /// `host:port` it listens on.
+    pub addr: String,
+    /// Where its stderr (logs at `warn`) goes.
+    pub log: PathBuf,
+}
+
+/// Prometheus samples summed over their labels, by metric name (and the text).
+#[derive(Debug, Default, Clone)]
+pub struct Metrics(HashMap<String, f64>, String);
+
+impl Metrics {
+    /// Parses the text exposition.
+    pub fn parse(text: &str) -> Metrics {
+        let mut out = HashMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else { continue };
+            let name = name.split('{').next().unwrap_or(name);
+            if let Ok(v) = value.parse::<f64>() {
+                *out.entry(name.to_string()).or_insert(0.0) += v;
+            }
+        }
+        Metrics(out, text.to_string())
+    }
+
+    /// The samples of `name` summed by the value of `label`.
+    pub fn by_label(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        let key = format!("{label}=\"");
+        for line in self.1.lines().filter(|l| l.starts_with(&format!("{name}{{"))) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let Some(v) = series.split_once(&key).and_then(|(_, rest)| rest.split('"').next()) else {
+                continue;
+            };
+            if let Ok(n) = value.parse::<f64>() {
+                *out.entry(v.to_string()).or_insert(0.0) += n;
+            }
+        }
+        out
+    }
+
+    /// The sum of every sample of `name`, if tether exports it.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.get(name).copied()
+    }
 }
 
 impl Child {
-    /// Starts the `tether` binary next to this one, in front of `upstream`,
-    /// with `TETHER_*` overrides in `env`.
-    pub fn spawn(upstream: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
+    /// Starts `tether` (next to this binary) in front of `upstream`, with
+    /// `env` as configuration overrides, and waits for its address.
+    pub fn start(upstream: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
         let bin = std::env::current_exe()?.with_file_name("tether");
-        anyhow::ensure!(
-            bin.exists(),
-            "{} not found: build with `cargo build --release --bins`",
-            bin.display()
-        );
+        anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
+        let log = std::env::temp_dir().join(format!("tether-soak-{}.log", std::process::id()));
         let mut cmd = Command::new(&bin);
         cmd.args(["--listen", "127.0.0.1:0", "--upstream", upstream])
             .env("TETHER_LOG_LEVEL", "warn")
             .env("TETHER_UPSTREAM_API_KEY_ENV", "TETHER_BENCH_NO_KEY")
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(&log)?);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut proc = cmd.spawn()?;
+        let pid = proc.id();
         let mut line = String::new();
-        let stdout = proc.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        std::io::BufReader::new(proc.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?)
+            .read_line(&mut line)?;
         let addr = line
             .trim()
             .strip_prefix("listening on ")
-            .ok_or_else(|| anyhow::anyhow!("tether printed {line:?} instead of its address"))?
-            .parse()?;
-        Ok(Child { proc, addr })
+            .ok_or_else(|| anyhow::anyhow!("tether did not start: {line:?} (see {})", log.display()))?
+            .to_string();
+        Ok(Child { proc, pid, addr, log })
     }
 
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.proc.id()
+    /// Its address as a socket address.
+    pub fn socket_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        Ok(self.addr.parse()?)
     }
 
     /// CPU time (user + system) it has used so far, in microseconds.
     pub fn cpu_us(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start after ") ".
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // The fields after the command name (which may hold spaces) start after ") ";
+        // utime and stime are fields 14 and 15 of the line, 11 and 12 of those.
         let rest = stat.rsplit_once(") ").map_or("", |x| x.1);
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
         (ticks(11) + ticks(12)) * 1e6 / clock_ticks_per_second()
+    }
+
+    /// Resident memory now, in MB.
+    pub fn rss_mb(&self) -> f64 {
+        common::rss_mb(self.pid).0
+    }
+
+    /// A GET, tried twice: scrapes come every 10 s, as long as tether's
+    /// `header_read_timeout`, so the keep-alive connection may be closing
+    /// just as the next scrape goes out (the usual keep-alive race).
+    async fn get(&self, client: &HttpClient, path: &str) -> anyhow::Result<Bytes> {
+        match self.get_once(client, path).await {
+            Ok(body) => Ok(body),
+            Err(_) => self.get_once(client, path).await,
+        }
+    }
+
+    async fn get_once(&self, client: &HttpClient, path: &str) -> anyhow::Result<Bytes> {
+        let req = http::Request::get(format!("http://{}{path}", self.addr)).body(Full::new(Bytes::new()))?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await??;
+        anyhow::ensure!(resp.status() == 200, "{path}: {}", resp.status());
+        Ok(resp.into_body().collect().await?.to_bytes())
+    }
+
+    /// tether's `/metrics`.
+    pub async fn metrics(&self, client: &HttpClient) -> anyhow::Result<Metrics> {
+        let body = self.get(client, "/metrics").await?;
+        Ok(Metrics::parse(&String::from_utf8_lossy(&body)))
+    }
+
+    /// Sessions tether has created: ids are issued from 1 in order, so the
+    /// highest live id (the newest sessions are live) counts them.
+    pub async fn sessions_created(&self, client: &HttpClient) -> anyhow::Result<Option<u64>> {
+        let body = self.get(client, "/debug/sessions").await?;
+        let doc: Value = serde_json::from_slice(&body)?;
+        Ok(doc["sessions"].as_array().and_then(|s| s.iter().filter_map(|s| s["id"].as_u64()).max()))
+    }
+
+    /// SIGTERM, then its exit code (killed after 20 s; `None` if it had to be).
+    pub async fn stop(mut self) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = self.proc.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+        None
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.proc.id().to_string()]).status();
-        let _ = self.proc.wait();
+        if let Ok(None) = self.proc.try_wait() {
+            let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+            let _ = self.proc.wait();
+        }
     }
 }
 
-/// USER_HZ: 100 on every Linux this runs on (`getconf CLK_TCK`).
+/// USER_HZ (`getconf CLK_TCK`): 100 on every Linux this runs on.
 fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")

@@ -28,7 +28,7 @@ async fn latencies(c: &HttpClient, url: &str, body: &Bytes, n: usize) -> anyhow:
 /// Non-streaming agent turns (20 items, ~8 KB), concurrency 1.
 pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
-    let tether = Child::spawn(&upstream, &[])?;
+    let tether = Child::start(&upstream, &[])?;
     let body = Bytes::from(common::agent_turn(20, 8_000, false, "tools=0,answer=200").to_string());
     let c = common::client();
     let direct_url = format!("{upstream}/responses");
@@ -77,7 +77,7 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
 /// the first event minus the upstream's).
 pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
-    let tether = Child::spawn(&upstream, &[])?;
+    let tether = Child::start(&upstream, &[])?;
     let unpaced = common::agent_turn(20, 8_000, true, "tools=0,answer=4096,delta=64");
     let mut paced = unpaced.clone();
     paced["metadata"]["emulator_fault"] = json!("slow=2");
@@ -89,7 +89,7 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     };
     let (unpaced, paced) = (Bytes::from(unpaced.to_string()), Bytes::from(paced.to_string()));
     let c = common::client();
-    let tap = crate::events::Tap::start(tether.addr).await?;
+    let tap = crate::events::Tap::start(tether.socket_addr()?).await?;
     let mut sides = Vec::new();
     let mut own = Vec::new();
     let urls = [format!("{upstream}/responses"), format!("http://{}/v1/responses", tether.addr)];
@@ -194,7 +194,7 @@ async fn stream_once(c: &HttpClient, url: &str, body: Bytes) -> anyhow::Result<(
 /// Closed-loop load at rising concurrency; the best rate with p99 < 10 ms.
 pub async fn throughput(seconds: f64) -> anyhow::Result<serde_json::Value> {
     let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
-    let tether = Child::spawn(&upstream, &[])?;
+    let tether = Child::start(&upstream, &[])?;
     let body = Bytes::from(common::agent_turn(20, 8_000, false, "tools=0,answer=200").to_string());
     let mut out = json!({});
     let mut levels = Vec::new();

@@ -1,41 +1,25 @@
 //! `concurrency`: N streaming conversations at once through a tether child
 //! process (so its memory is its own), several turns each.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tether::emulator::CostModel;
 
+use crate::child::Child;
 use crate::common;
 
 pub async fn concurrency(conversations: usize, turns: usize) -> anyhow::Result<Value> {
     let (upstream, emu) = common::emulator(CostModel::zero(), true).await?;
-    let bin = std::env::current_exe()?.with_file_name("tether");
-    anyhow::ensure!(bin.exists(), "{} not found: build with `cargo build --release --bins`", bin.display());
     let limit = (conversations + 64).to_string();
-    let mut child = Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0", "--upstream", &upstream])
-        .env("TETHER_POOL_PER_TENANT", &limit)
-        .env("TETHER_POOL_TOTAL", &limit)
-        .env("TETHER_SESSIONS_MAX", &limit)
-        .env("TETHER_LOG_LEVEL", "warn")
-        .env("TETHER_UPSTREAM_API_KEY_ENV", "TETHER_BENCH_NO_KEY")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?)
-        .read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or_else(|| anyhow::anyhow!("bad line {line:?}"))?
-        .to_string();
+    let env = [
+        ("TETHER_POOL_PER_TENANT", limit.clone()),
+        ("TETHER_POOL_TOTAL", limit.clone()),
+        ("TETHER_SESSIONS_MAX", limit),
+    ];
+    let child = Child::start(&upstream, &env)?;
+    let (pid, addr) = (child.pid, child.addr.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (idle_rss, _) = common::rss_mb(pid);
     let c = common::client();
@@ -65,8 +49,7 @@ pub async fn concurrency(conversations: usize, turns: usize) -> anyhow::Result<V
                 .is_none_or(|c| tether::emulator::oracle::same_context(input, &c.context).is_err())
         })
         .count();
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let _ = child.wait();
+    drop(child);
     let stats = emu.stats();
     Ok(json!({
         "conversations": conversations, "turns_each": turns, "errors": errors,

@@ -10,7 +10,6 @@
 //! and once the load stops tether goes back to idle: no request in flight, no
 //! socket open, a clean exit on SIGTERM.
 
-mod child;
 mod conversation;
 mod oracle;
 mod verdict;
@@ -22,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tether::emulator::{self, CostModel, EmulatorConfig};
 
+use crate::child::{Child, Metrics};
 use crate::common;
-use child::{Child, Metrics};
 use conversation::{Ctx, Tally};
 
 /// Conversations pick one of this many API keys (tenants).
