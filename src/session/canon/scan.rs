@@ -142,14 +142,11 @@ impl<'a> Scanner<'a, '_> {
                         rule = Some(r);
                     }
                     "type" | "role" if self.peek() == Some(b'"') => {
-                        let (value, escaped) = self.string_cow_escaped()?;
+                        let value = self.string_cow()?;
                         put_str(self.out, value.as_bytes());
-                        // The tree keeps a long escaped string only as a
-                        // digest, which its `type`/`role` lookups do not see.
-                        let seen = !escaped || value.len() <= LONG_STR;
                         if key == "type" && ty.is_none() {
-                            ty = Some(if seen { Ty::Str(value) } else { Ty::Other });
-                        } else if key == "role" && role.is_none() && seen {
+                            ty = Some(Ty::Str(value));
+                        } else if key == "role" && role.is_none() {
                             role = Some(value);
                         }
                     }
@@ -377,11 +374,6 @@ impl<'a> Scanner<'a, '_> {
 
     /// A string (a key, a `type` or a `role`), unescaped.
     fn string_cow(&mut self) -> Scan<Cow<'a, str>> {
-        self.string_cow_escaped().map(|(s, _)| s)
-    }
-
-    /// A string, unescaped, and whether it had escapes.
-    fn string_cow_escaped(&mut self) -> Scan<(Cow<'a, str>, bool)> {
         if self.peek() != Some(b'"') {
             return Err(Declined);
         }
@@ -390,14 +382,12 @@ impl<'a> Scanner<'a, '_> {
         let i = memchr2(b'"', b'\\', rest).ok_or(Declined)?;
         if rest[i] == b'"' {
             self.pos = start + i + 1;
-            let s = self.text.get(start..start + i).ok_or(Declined)?;
-            return Ok((Cow::Borrowed(s), false));
+            return self.text.get(start..start + i).map(Cow::Borrowed).ok_or(Declined);
         }
         let mut v = rest[..i].to_vec();
         self.pos = start + i;
         unescape(self.b, &mut self.pos, &mut v)?;
-        let s = String::from_utf8(v).map_err(|_| Declined)?;
-        Ok((Cow::Owned(s), true))
+        String::from_utf8(v).map(Cow::Owned).map_err(|_| Declined)
     }
 
     /// A number: plain non-negative integers here, any other form through

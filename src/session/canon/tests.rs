@@ -83,9 +83,13 @@ fn long_strings_agree_whatever_their_escaping() {
             agrees(&format!(r#"{{"role":"{s}","content":"x"}}"#));
             agrees(&format!(r#"{{"{s}":1,"a":2,"{s}":3}}"#));
         }
-        let a = scan(&format!(r#"{{"role":"user","content":"{plain}"}}"#));
-        let b = scan(&format!(r#"{{"role":"user","content":"{escaped}"}}"#));
-        assert_eq!(a, b);
+        for shape in [r#"{"role":"user","content":"S"}"#, r#"{"role":"S","content":"x"}"#, r#"{"type":"S"}"#]
+        {
+            let a = shape.replace('S', &plain);
+            let b = shape.replace('S', &escaped);
+            assert_eq!(scan(&a), scan(&b), "{a}");
+            assert_eq!(tree(&a), tree(&b), "{a}");
+        }
     }
 }
 

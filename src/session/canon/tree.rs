@@ -259,9 +259,14 @@ fn hash_sorted_obj(h: &mut Xxh3Default, o: &[(Cow<'_, str>, Node<'_>)], output_t
     }
 }
 
+/// The first `key` field that is a string. A long escaped string was kept
+/// only as a digest: it stands as `""`, which the kind rules treat as they
+/// treat any long string (an unknown value), so escaping cannot change an
+/// item's kind.
 fn str_field<'n>(o: &'n [(Cow<'_, str>, Node<'_>)], key: &str) -> Option<&'n str> {
     o.iter().find_map(|(k, v)| match v {
         Node::Str(s) if k == key => Some(s.as_ref()),
+        Node::Digest(_) if k == key => Some(""),
         _ => None,
     })
 }
