@@ -10,7 +10,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 
-use super::canon::{ItemKind, Node, hash_item};
+use super::canon::{ItemKind, Node, Scratch, hash_item, hash_raw_item};
 use super::tenant::TenantId;
 
 /// What seeds a chain: a tip only ever matches a request with the same three.
@@ -79,6 +79,14 @@ pub fn fingerprint_values(seed: &ChainSeed<'_>, items: &[Value]) -> Result<Finge
     Ok(fp)
 }
 
+/// The tree path's hash of an item, which must be an object.
+fn hash_object(node: &Node<'_>, index: usize) -> Result<(u128, ItemKind), ItemError> {
+    match node {
+        Node::Obj(_) => Ok(hash_item(node)),
+        _ => Err(ItemError::NotAnObject { index }),
+    }
+}
+
 impl Fingerprint {
     /// A chain with no items yet (only the seed).
     pub fn empty(seed: &ChainSeed<'_>, capacity: usize) -> Fingerprint {
@@ -116,11 +124,20 @@ impl Fingerprint {
 
     /// Appends items (e.g. a response's output before `commit`).
     pub fn extend(&mut self, items: &[&RawValue]) -> Result<(), ItemError> {
+        let mut scratch = Scratch::default();
         for raw in items {
-            let index = self.len();
-            let node = serde_json::from_str::<Node<'_>>(raw.get())
-                .map_err(|e| ItemError::Invalid { index, message: e.to_string() })?;
-            self.push(&node, index)?;
+            let text = raw.get();
+            let (item, kind) = match hash_raw_item(text, &mut scratch) {
+                Some(hashed) => hashed,
+                // Declined by the raw scan: the tree path decides, errors included.
+                None => {
+                    let index = self.len();
+                    let node = serde_json::from_str::<Node<'_>>(text)
+                        .map_err(|e| ItemError::Invalid { index, message: e.to_string() })?;
+                    hash_object(&node, index)?
+                }
+            };
+            self.push(item, kind);
         }
         Ok(())
     }
@@ -131,23 +148,19 @@ impl Fingerprint {
             let index = self.len();
             let node =
                 Node::deserialize(v).map_err(|e| ItemError::Invalid { index, message: e.to_string() })?;
-            self.push(&node, index)?;
+            let (item, kind) = hash_object(&node, index)?;
+            self.push(item, kind);
         }
         Ok(())
     }
 
-    fn push(&mut self, node: &Node<'_>, index: usize) -> Result<(), ItemError> {
-        if !matches!(node, Node::Obj(_)) {
-            return Err(ItemError::NotAnObject { index });
-        }
-        let (item, kind) = hash_item(node);
+    fn push(&mut self, item: u128, kind: ItemKind) {
         let prev = self.chain.last().copied().unwrap_or(self.seed);
         let prev_content = self.content.last().copied().unwrap_or(self.content_seed);
         self.items.push(item);
         self.kinds.push(kind);
         self.chain.push(link(prev, item));
         self.content.push(link(prev_content, item));
-        Ok(())
     }
 
     /// `h_k`: the chain over the first `k` items (`h_0` is the seed).

@@ -1,25 +1,24 @@
-//! The canonical form of one input or output item, hashed without ever being
-//! written out.
+//! The reference implementation of the canonical hash: the item is parsed
+//! into a small borrowed tree ([`Node`]: strings borrow from the request
+//! bytes unless they hold escapes) and walked once, feeding a streaming
+//! XXH3-128 hasher with the encoding of `encode`.
 //!
-//! An item is parsed into a small borrowed tree ([`Node`]: strings borrow from
-//! the request bytes unless they hold escapes) and walked once, feeding a
-//! streaming XXH3-128 hasher with a tagged, length-prefixed encoding: every
-//! value starts with a one-byte type tag, strings, arrays and objects carry
-//! their length, so two different canonical trees can never produce the same
-//! byte stream (strings over 256 bytes are fed as their own XXH3-128 digest,
-//! under their own tag, so escaped ones are never copied). The equivalence rules of DESIGN §3 are applied during the walk:
-//! object keys sorted, `null` fields and empty `annotations`/`logprobs` arrays
-//! dropped (at every depth), `id`/`status` dropped on message, function_call
-//! and function_call_output items, message string content hashed as a single
-//! `input_text` part, assistant `output_text` parts hashed as `input_text`, a
-//! message without `type` hashed as `type:"message"`. Everything else is
-//! exact.
+//! The proxy hashes items with `scan` (straight from the raw bytes, no tree);
+//! this path hashes items given as [`serde_json::Value`]s, and decides every
+//! item `scan` declines (errors included). Tests hold the two to the same
+//! digests, so keep this one simple rather than fast.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
+
+use super::encode::{
+    LONG_STR, TAG_ARR, TAG_F64, TAG_FALSE, TAG_I64, TAG_LONG_STR, TAG_NULL, TAG_OBJ, TAG_STR, TAG_TRUE,
+    TAG_U64,
+};
+use super::kind::{ItemKind, kind_of};
 
 /// A parsed JSON value whose strings borrow from the input where they can.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,90 +133,6 @@ impl<'de> Visitor<'de> for KeySeed {
         Ok(Cow::Owned(v))
     }
 }
-
-/// The role of a message item, for diagnostics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// `user`
-    User,
-    /// `assistant`
-    Assistant,
-    /// `system`
-    System,
-    /// `developer`
-    Developer,
-    /// Any other or missing role.
-    Other,
-}
-
-/// The kind of an item, as shown in diagnostics (never its content).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ItemKind {
-    /// A message (explicit `type:"message"` or a bare `{role, content}`).
-    Message(Role),
-    /// `function_call`
-    FunctionCall,
-    /// `function_call_output`
-    FunctionCallOutput,
-    /// `custom_tool_call`
-    CustomToolCall,
-    /// `custom_tool_call_output`
-    CustomToolCallOutput,
-    /// `reasoning`
-    Reasoning,
-    /// `item_reference`
-    ItemReference,
-    /// `compaction`
-    Compaction,
-    /// Any other item type (hosted tools, unknown kinds).
-    Other,
-    /// No item at this index (one side is shorter).
-    Missing,
-}
-
-impl ItemKind {
-    /// A stable snake_case label for logs and metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            ItemKind::Message(Role::User) => "message:user",
-            ItemKind::Message(Role::Assistant) => "message:assistant",
-            ItemKind::Message(Role::System) => "message:system",
-            ItemKind::Message(Role::Developer) => "message:developer",
-            ItemKind::Message(Role::Other) => "message:other",
-            ItemKind::FunctionCall => "function_call",
-            ItemKind::FunctionCallOutput => "function_call_output",
-            ItemKind::CustomToolCall => "custom_tool_call",
-            ItemKind::CustomToolCallOutput => "custom_tool_call_output",
-            ItemKind::Reasoning => "reasoning",
-            ItemKind::ItemReference => "item_reference",
-            ItemKind::Compaction => "compaction",
-            ItemKind::Other => "other",
-            ItemKind::Missing => "missing",
-        }
-    }
-}
-
-impl fmt::Display for ItemKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-const TAG_NULL: u8 = b'n';
-const TAG_TRUE: u8 = b't';
-const TAG_FALSE: u8 = b'f';
-const TAG_U64: u8 = b'u';
-const TAG_I64: u8 = b'i';
-const TAG_F64: u8 = b'd';
-const TAG_STR: u8 = b's';
-const TAG_LONG_STR: u8 = b'S';
-
-/// Strings longer than this are encoded as their XXH3-128 digest, so an
-/// escaped one never needs a copy. The choice depends only on the length of
-/// the unescaped string, so a string always encodes the same way.
-const LONG_STR: usize = 256;
-const TAG_ARR: u8 = b'[';
-const TAG_OBJ: u8 = b'{';
 
 fn put_len(h: &mut Xxh3Default, tag: u8, len: usize) {
     h.update(&[tag]);
@@ -344,36 +259,16 @@ fn hash_sorted_obj(h: &mut Xxh3Default, o: &[(Cow<'_, str>, Node<'_>)], output_t
     }
 }
 
+/// The first `key` field that is a string. A long escaped string was kept
+/// only as a digest: it stands as `""`, which the kind rules treat as they
+/// treat any long string (an unknown value), so escaping cannot change an
+/// item's kind.
 fn str_field<'n>(o: &'n [(Cow<'_, str>, Node<'_>)], key: &str) -> Option<&'n str> {
     o.iter().find_map(|(k, v)| match v {
         Node::Str(s) if k == key => Some(s.as_ref()),
+        Node::Digest(_) if k == key => Some(""),
         _ => None,
     })
-}
-
-fn role_of(role: Option<&str>) -> Role {
-    match role {
-        Some("user") => Role::User,
-        Some("assistant") => Role::Assistant,
-        Some("system") => Role::System,
-        Some("developer") => Role::Developer,
-        _ => Role::Other,
-    }
-}
-
-fn kind_of(ty: Option<&str>, role: Option<&str>) -> ItemKind {
-    match ty {
-        Some("message") => ItemKind::Message(role_of(role)),
-        None if role.is_some() => ItemKind::Message(role_of(role)),
-        Some("function_call") => ItemKind::FunctionCall,
-        Some("function_call_output") => ItemKind::FunctionCallOutput,
-        Some("custom_tool_call") => ItemKind::CustomToolCall,
-        Some("custom_tool_call_output") => ItemKind::CustomToolCallOutput,
-        Some("reasoning") => ItemKind::Reasoning,
-        Some("item_reference") => ItemKind::ItemReference,
-        Some("compaction") => ItemKind::Compaction,
-        _ => ItemKind::Other,
-    }
 }
 
 /// Hashes one item in canonical form. Items that are not objects still hash

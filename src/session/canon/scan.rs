@@ -1,0 +1,524 @@
+//! The canonical hash of an item straight from its raw JSON text: one pass
+//! over the bytes, no tree.
+//!
+//! Each value's encoding is appended to a reused buffer as the scanner meets
+//! it. An object's members go in document order, each a (key, value) segment,
+//! and are then put in key order: a stable sort of their positions (as the
+//! tree path's stable sort, so duplicate keys keep their order) and one copy
+//! of the object's bytes, only when they were not sorted already. A dropped
+//! member is cut off as soon as its value ends. The item's own fields depend
+//! on its kind, and `type` or `role` may come after `id` or `content`, so they
+//! are kept aside and filtered at the end; `content` is encoded under the rule
+//! the fields seen so far imply, and encoded again in the rare case the final
+//! kind implies another.
+//!
+//! The text is a `RawValue`'s, so serde_json has already checked its syntax,
+//! that it is UTF-8 and that its strings hold no raw control characters. What
+//! that check leaves open (what an escape stands for, whether a number fits,
+//! nesting depth) is either done exactly as serde_json does it or declined,
+//! and a declined item goes to the tree path, which decides.
+
+use std::borrow::Cow;
+
+use memchr::memchr2;
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::encode::{
+    LONG_STR, TAG_ARR, TAG_F64, TAG_FALSE, TAG_I64, TAG_NULL, TAG_OBJ, TAG_STR, TAG_TRUE, TAG_U64,
+    put_digest, put_len, put_str, put_word,
+};
+use super::kind::{ContentRule, ItemKind, drops_server_fields, kind_of};
+use super::tree::Node;
+
+/// The scanner leaves the item to the tree path.
+struct Declined;
+
+type Scan<T> = Result<T, Declined>;
+
+/// Deeper items are left to the tree path (whose parser stops at 128).
+const MAX_DEPTH: usize = 100;
+
+/// Buffers reused across the items of one call.
+#[derive(Default)]
+pub(crate) struct Scratch<'a> {
+    out: Vec<u8>,
+    tmp: Vec<u8>,
+    members: Vec<Member<'a>>,
+    contents: Vec<Content>,
+}
+
+/// A kept object member: its key and where its encoding lies in `out`.
+struct Member<'a> {
+    key: Cow<'a, str>,
+    start: usize,
+    end: usize,
+}
+
+/// An item's `content` member, encoded under `rule` from `raw_at`.
+struct Content {
+    member: usize,
+    rule: ContentRule,
+    raw_at: usize,
+}
+
+/// What the first `type` field of an item held, as the tree path sees it.
+enum Ty<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    Other,
+}
+
+fn ty_str<'t>(ty: &'t Option<Ty<'_>>) -> Option<&'t str> {
+    match ty {
+        None | Some(Ty::Null) => None,
+        Some(Ty::Str(s)) => Some(s),
+        Some(Ty::Other) => Some(""),
+    }
+}
+
+/// The canonical hash and kind of the object item `text`, or `None` when the
+/// tree path must decide (see the module doc).
+pub(crate) fn hash_raw_item<'a>(text: &'a str, scratch: &mut Scratch<'a>) -> Option<(u128, ItemKind)> {
+    let Scratch { out, tmp, members, contents } = scratch;
+    out.clear();
+    members.clear();
+    contents.clear();
+    let mut s = Scanner { text, b: text.as_bytes(), pos: 0, depth: 0, out, tmp, members };
+    s.item(contents).ok()
+}
+
+struct Scanner<'a, 's> {
+    text: &'a str,
+    b: &'a [u8],
+    pos: usize,
+    depth: usize,
+    out: &'s mut Vec<u8>,
+    tmp: &'s mut Vec<u8>,
+    members: &'s mut Vec<Member<'a>>,
+}
+
+const EMPTY_ARR: [u8; 9] = [TAG_ARR, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// Whether a member is dropped at any depth: a null, or an empty
+/// `annotations`/`logprobs` array (`value` is its encoding).
+fn dropped(key: &str, value: &[u8]) -> bool {
+    value == [TAG_NULL] || (value == EMPTY_ARR && (key == "annotations" || key == "logprobs"))
+}
+
+/// Whether `enc` is the encoding of the short string `s`.
+fn encodes_str(enc: &[u8], s: &str) -> bool {
+    enc.len() == 9 + s.len()
+        && enc[0] == TAG_STR
+        && enc[1..9] == (s.len() as u64).to_le_bytes()
+        && &enc[9..] == s.as_bytes()
+}
+
+impl<'a> Scanner<'a, '_> {
+    fn item(&mut self, contents: &mut Vec<Content>) -> Scan<(u128, ItemKind)> {
+        self.ws();
+        self.eat(b'{')?;
+        self.depth = 1;
+        let mut ty: Option<Ty<'a>> = None;
+        let mut role: Option<Cow<'a, str>> = None;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.ws();
+                let key = self.string_cow()?;
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                let start = self.out.len();
+                put_str(self.out, key.as_bytes());
+                let at = self.out.len();
+                let raw_at = self.pos;
+                let mut rule = None;
+                match key.as_ref() {
+                    "content" => {
+                        let r = ContentRule::of(kind_of(ty_str(&ty), role.as_deref()), role.as_deref());
+                        self.content(r)?;
+                        rule = Some(r);
+                    }
+                    "type" | "role" if self.peek() == Some(b'"') => {
+                        let value = self.string_cow()?;
+                        put_str(self.out, value.as_bytes());
+                        if key == "type" && ty.is_none() {
+                            ty = Some(Ty::Str(value));
+                        } else if key == "role" && role.is_none() {
+                            role = Some(value);
+                        }
+                    }
+                    _ => self.value()?,
+                }
+                if key == "type" && ty.is_none() {
+                    ty = Some(if self.out[at..] == [TAG_NULL] { Ty::Null } else { Ty::Other });
+                }
+                if dropped(&key, &self.out[at..]) {
+                    self.out.truncate(start);
+                } else {
+                    if let Some(rule) = rule {
+                        contents.push(Content { member: self.members.len(), rule, raw_at });
+                    }
+                    self.members.push(Member { key, start, end: self.out.len() });
+                }
+                self.ws();
+                match self.next()? {
+                    b',' => {}
+                    b'}' => break,
+                    _ => return Err(Declined),
+                }
+            }
+        }
+        self.ws();
+        if self.pos != self.b.len() {
+            return Err(Declined);
+        }
+        let kind = kind_of(ty_str(&ty), role.as_deref());
+        self.finish_item(
+            kind,
+            ContentRule::of(kind, role.as_deref()),
+            !matches!(ty, Some(Ty::Str(_) | Ty::Other)),
+            contents,
+        )
+    }
+
+    /// Applies the item-level rules once the kind is known, then hashes.
+    fn finish_item(
+        &mut self,
+        kind: ItemKind,
+        rule: ContentRule,
+        ty_missing: bool,
+        contents: &[Content],
+    ) -> Scan<(u128, ItemKind)> {
+        for c in contents.iter().filter(|c| c.rule != rule) {
+            self.pos = c.raw_at;
+            self.depth = 1;
+            let start = self.out.len();
+            put_str(self.out, b"content");
+            self.content(rule)?;
+            let m = &mut self.members[c.member];
+            (m.start, m.end) = (start, self.out.len());
+        }
+        if drops_server_fields(kind) {
+            self.members.retain(|m| m.key != "id" && m.key != "status");
+        }
+        if matches!(kind, ItemKind::Message(_)) && ty_missing {
+            let start = self.out.len();
+            put_str(self.out, b"type");
+            put_str(self.out, b"message");
+            self.members.push(Member { key: Cow::Borrowed("type"), start, end: self.out.len() });
+        }
+        self.members.sort_by(|a, b| a.key.cmp(&b.key));
+        self.tmp.clear();
+        put_len(self.tmp, TAG_OBJ, self.members.len());
+        for m in self.members.iter() {
+            self.tmp.extend_from_slice(&self.out[m.start..m.end]);
+        }
+        Ok((xxh3_128(self.tmp), kind))
+    }
+
+    /// Message content: a string as one `input_text` part, an assistant's
+    /// parts with `output_text` as `input_text`.
+    fn content(&mut self, rule: ContentRule) -> Scan<()> {
+        match (rule, self.peek()) {
+            (ContentRule::Plain, _) => self.value(),
+            (_, Some(b'"')) => {
+                put_len(self.out, TAG_ARR, 1);
+                put_len(self.out, TAG_OBJ, 2);
+                put_str(self.out, b"text");
+                self.string()?;
+                put_str(self.out, b"type");
+                put_str(self.out, b"input_text");
+                Ok(())
+            }
+            (ContentRule::Assistant, Some(b'[')) => self.array(true),
+            _ => self.value(),
+        }
+    }
+
+    fn value(&mut self) -> Scan<()> {
+        match self.peek() {
+            Some(b'"') => self.string(),
+            Some(b'{') => self.object(false),
+            Some(b'[') => self.array(false),
+            Some(b't') => self.literal(b"true", TAG_TRUE),
+            Some(b'f') => self.literal(b"false", TAG_FALSE),
+            Some(b'n') => self.literal(b"null", TAG_NULL),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(Declined),
+        }
+    }
+
+    /// An object; `parts` maps `type:"output_text"` to `"input_text"`.
+    fn object(&mut self, parts: bool) -> Scan<()> {
+        self.pos += 1;
+        self.enter()?;
+        let header = self.out.len();
+        put_len(self.out, TAG_OBJ, 0);
+        let mark = self.members.len();
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.ws();
+                let key = self.string_cow()?;
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                let start = self.out.len();
+                put_str(self.out, key.as_bytes());
+                let at = self.out.len();
+                self.value()?;
+                if parts && key == "type" && encodes_str(&self.out[at..], "output_text") {
+                    self.out.truncate(at);
+                    put_str(self.out, b"input_text");
+                }
+                if dropped(&key, &self.out[at..]) {
+                    self.out.truncate(start);
+                } else {
+                    self.members.push(Member { key, start, end: self.out.len() });
+                }
+                self.ws();
+                match self.next()? {
+                    b',' => {}
+                    b'}' => break,
+                    _ => return Err(Declined),
+                }
+            }
+        }
+        let n = self.members.len() - mark;
+        self.out[header + 1..header + 9].copy_from_slice(&(n as u64).to_le_bytes());
+        self.sort_members(header + 9, mark);
+        self.members.truncate(mark);
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// Puts the members from `mark` on, whose segments tile `out[body..]`,
+    /// in key order.
+    fn sort_members(&mut self, body: usize, mark: usize) {
+        let members = &mut self.members[mark..];
+        if members.windows(2).all(|w| w[0].key <= w[1].key) {
+            return;
+        }
+        members.sort_by(|a, b| a.key.cmp(&b.key));
+        self.tmp.clear();
+        self.tmp.extend_from_slice(&self.out[body..]);
+        self.out.truncate(body);
+        for m in members.iter() {
+            self.out.extend_from_slice(&self.tmp[m.start - body..m.end - body]);
+        }
+    }
+
+    /// An array; `parts` applies the assistant part rule to its objects.
+    fn array(&mut self, parts: bool) -> Scan<()> {
+        self.pos += 1;
+        self.enter()?;
+        let header = self.out.len();
+        put_len(self.out, TAG_ARR, 0);
+        let mut n = 0usize;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.ws();
+                if parts && self.peek() == Some(b'{') {
+                    self.object(true)?;
+                } else {
+                    self.value()?;
+                }
+                n += 1;
+                self.ws();
+                match self.next()? {
+                    b',' => {}
+                    b']' => break,
+                    _ => return Err(Declined),
+                }
+            }
+        }
+        self.out[header + 1..header + 9].copy_from_slice(&(n as u64).to_le_bytes());
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// A string value, encoded without being copied unless it has escapes.
+    fn string(&mut self) -> Scan<()> {
+        let start = self.pos + 1;
+        let rest = self.b.get(start..).ok_or(Declined)?;
+        let i = memchr2(b'"', b'\\', rest).ok_or(Declined)?;
+        if rest[i] == b'"' {
+            put_str(self.out, &rest[..i]);
+            self.pos = start + i + 1;
+            return Ok(());
+        }
+        let header = self.out.len();
+        put_len(self.out, TAG_STR, 0);
+        let body = self.out.len();
+        self.out.extend_from_slice(&rest[..i]);
+        self.pos = start + i;
+        unescape(self.b, &mut self.pos, self.out)?;
+        let len = self.out.len() - body;
+        if len > LONG_STR {
+            let digest = xxh3_128(&self.out[body..]);
+            self.out.truncate(header);
+            put_digest(self.out, digest);
+        } else {
+            self.out[header + 1..body].copy_from_slice(&(len as u64).to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// A string (a key, a `type` or a `role`), unescaped.
+    fn string_cow(&mut self) -> Scan<Cow<'a, str>> {
+        if self.peek() != Some(b'"') {
+            return Err(Declined);
+        }
+        let start = self.pos + 1;
+        let rest = self.b.get(start..).ok_or(Declined)?;
+        let i = memchr2(b'"', b'\\', rest).ok_or(Declined)?;
+        if rest[i] == b'"' {
+            self.pos = start + i + 1;
+            return self.text.get(start..start + i).map(Cow::Borrowed).ok_or(Declined);
+        }
+        let mut v = rest[..i].to_vec();
+        self.pos = start + i;
+        unescape(self.b, &mut self.pos, &mut v)?;
+        String::from_utf8(v).map(Cow::Owned).map_err(|_| Declined)
+    }
+
+    /// A number: plain non-negative integers here, any other form through
+    /// serde_json's own number parser, so every form means what it means to
+    /// the tree path (`1` is not `1.0`, `-0` is a float, `1e400` is an error).
+    fn number(&mut self) -> Scan<()> {
+        let start = self.pos;
+        let len = self.b[start..]
+            .iter()
+            .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+            .unwrap_or(self.b.len() - start);
+        let token = &self.b[start..start + len];
+        self.pos = start + len;
+        // Up to 19 digits always fit a u64.
+        if len <= 19 && token.iter().all(u8::is_ascii_digit) && (len == 1 || token[0] != b'0') {
+            let v = token.iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
+            put_word(self.out, TAG_U64, v.to_le_bytes());
+            return Ok(());
+        }
+        let text = self.text.get(start..start + len).ok_or(Declined)?;
+        match serde_json::from_str::<Node<'_>>(text) {
+            Ok(Node::U64(v)) => put_word(self.out, TAG_U64, v.to_le_bytes()),
+            Ok(Node::I64(v)) => put_word(self.out, TAG_I64, v.to_le_bytes()),
+            Ok(Node::F64(v)) => put_word(self.out, TAG_F64, v.to_bits().to_le_bytes()),
+            _ => return Err(Declined),
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &[u8], tag: u8) -> Scan<()> {
+        if !self.b[self.pos..].starts_with(word) {
+            return Err(Declined);
+        }
+        self.pos += word.len();
+        self.out.push(tag);
+        Ok(())
+    }
+
+    fn enter(&mut self) -> Scan<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(Declined);
+        }
+        Ok(())
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Scan<u8> {
+        let c = self.peek().ok_or(Declined)?;
+        self.pos += 1;
+        Ok(c)
+    }
+
+    fn eat(&mut self, c: u8) -> Scan<()> {
+        match self.next()? == c {
+            true => Ok(()),
+            false => Err(Declined),
+        }
+    }
+}
+
+/// Unescapes a string's text from `*pos` (inside the quotes) through its
+/// closing quote into `dst`, as serde_json does; declines lone surrogates and
+/// unknown escapes, which serde_json rejects.
+fn unescape(b: &[u8], pos: &mut usize, dst: &mut Vec<u8>) -> Scan<()> {
+    loop {
+        let rest = b.get(*pos..).ok_or(Declined)?;
+        let i = memchr2(b'"', b'\\', rest).ok_or(Declined)?;
+        dst.extend_from_slice(&rest[..i]);
+        *pos += i + 1;
+        if rest[i] == b'"' {
+            return Ok(());
+        }
+        let escape = *b.get(*pos).ok_or(Declined)?;
+        *pos += 1;
+        let byte = match escape {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let c = unicode_escape(b, pos)?;
+                dst.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                continue;
+            }
+            _ => return Err(Declined),
+        };
+        dst.push(byte);
+    }
+}
+
+/// The character of a `\u` escape whose four hex digits start at `*pos`
+/// (and of the low surrogate escape that must follow a high one).
+fn unicode_escape(b: &[u8], pos: &mut usize) -> Scan<char> {
+    let high = hex4(b, pos)?;
+    let code = match high {
+        0xD800..=0xDBFF => {
+            if b.get(*pos..*pos + 2) != Some(b"\\u") {
+                return Err(Declined);
+            }
+            *pos += 2;
+            let low = hex4(b, pos)?;
+            if !(0xDC00..=0xDFFF).contains(&low) {
+                return Err(Declined);
+            }
+            0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+        }
+        code => code,
+    };
+    char::from_u32(code).ok_or(Declined)
+}
+
+fn hex4(b: &[u8], pos: &mut usize) -> Scan<u32> {
+    let digits = b.get(*pos..*pos + 4).ok_or(Declined)?;
+    let mut v = 0;
+    for d in digits {
+        v = v * 16 + char::from(*d).to_digit(16).ok_or(Declined)?;
+    }
+    *pos += 4;
+    Ok(v)
+}
