@@ -205,28 +205,48 @@ fn fingerprint_input(seed: &ChainSeed<'_>, parsed: &ParsedRequest<'_>) -> Option
     }
 }
 
-/// One tenant's sockets as the session store sees them (a snapshot taken
-/// once per plan).
-pub struct TenantSockets(Vec<(SocketId, SocketSnapshot)>);
+/// One tenant's sockets as the session store sees them. The store asks for
+/// one socket per plan (the one holding the session's latest response), so
+/// that socket alone is looked up, once, when asked: the cost does not grow
+/// with the number of sockets open.
+pub struct TenantSockets<'p> {
+    pool: &'p UpstreamPool,
+    tenant: TenantId,
+    one: std::cell::OnceCell<(SocketId, SocketSnapshot)>,
+    all: std::cell::OnceCell<Vec<(SocketId, SocketSnapshot)>>,
+}
 
-impl TenantSockets {
-    /// Snapshots `tenant`'s sockets.
-    pub fn of(pool: &UpstreamPool, tenant: TenantId) -> TenantSockets {
-        TenantSockets(pool.tenant_sockets(tenant.0))
+impl<'p> TenantSockets<'p> {
+    /// `tenant`'s sockets in `pool`, looked up when asked.
+    pub fn of(pool: &'p UpstreamPool, tenant: TenantId) -> TenantSockets<'p> {
+        TenantSockets { pool, tenant, one: Default::default(), all: Default::default() }
+    }
+
+    fn all(&self) -> &[(SocketId, SocketSnapshot)] {
+        self.all.get_or_init(|| self.pool.tenant_sockets(self.tenant.0))
     }
 
     /// An idle socket whose latest response is `response_id`.
     pub fn holding(&self, response_id: &str) -> Option<SocketId> {
-        self.0.iter().find_map(|(id, s)| match s {
+        self.all().iter().find_map(|(id, s)| match s {
             SocketSnapshot::Idle { latest_response_id: Some(r), .. } if r == response_id => Some(*id),
             _ => None,
         })
     }
+
+    fn snapshot(&self, socket: SocketId) -> Option<&SocketSnapshot> {
+        let (id, snap) = self.one.get_or_init(|| (socket, self.pool.socket_snapshot(self.tenant.0, socket)));
+        if *id == socket {
+            Some(snap)
+        } else {
+            self.all().iter().find(|(id, _)| *id == socket).map(|(_, s)| s)
+        }
+    }
 }
 
-impl SocketStates for TenantSockets {
+impl SocketStates for TenantSockets<'_> {
     fn status(&self, socket: SocketId) -> SocketStatus<'_> {
-        match self.0.iter().find(|(id, _)| *id == socket).map(|(_, s)| s) {
+        match self.snapshot(socket) {
             Some(SocketSnapshot::Idle { latest_response_id, .. }) => {
                 SocketStatus::Idle { latest_response_id: latest_response_id.as_deref() }
             }

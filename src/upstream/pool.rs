@@ -342,6 +342,15 @@ impl UpstreamPool {
             .collect()
     }
 
+    /// The state of one of `tenant`'s sockets (`Gone` if it is not one).
+    pub fn socket_snapshot(&self, tenant: u128, id: SocketId) -> SocketSnapshot {
+        let st = self.lock();
+        match st.sockets.get(&id) {
+            Some(e) if e.handle.shared.tenant == tenant => self.snapshot(e),
+            _ => SocketSnapshot::Gone,
+        }
+    }
+
     fn snapshot(&self, e: &Entry) -> SocketSnapshot {
         let s = e.handle.shared.lock();
         if s.dead.is_some() || e.handle.shared.age() >= self.inner.settings.max_age {
