@@ -249,6 +249,37 @@ async fn total_limit_evicts_another_tenants_idle_socket() -> anyhow::Result<()> 
 }
 
 #[tokio::test]
+async fn at_the_total_limit_the_socket_idle_the_longest_is_closed() -> anyhow::Result<()> {
+    let srv = server(None).await?;
+    let mut s = settings(&srv.url);
+    s.total = 3;
+    let pool = UpstreamPool::new(s);
+    // Tenant A: three warm sockets, freed in the order 2, 0, 1.
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        let mut l = pool.checkout(0xA, &creds("ka"), None).await?;
+        turn(&mut l).await?;
+        leases.push(l);
+    }
+    let ids: Vec<_> = leases.iter().map(|l| l.id()).collect();
+    let mut leases: Vec<Option<_>> = leases.into_iter().map(Some).collect();
+    for i in [2, 0, 1] {
+        drop(leases[i].take());
+        let id = ids[i];
+        assert!(eventually(|| matches!(pool.status(id), SocketSnapshot::Idle { .. })).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Tenant B needs room: the socket idle the longest (2) goes, the others stay.
+    let b = pool.checkout(0xB, &creds("kb"), None).await?;
+    assert_eq!(pool.status(ids[2]), SocketSnapshot::Gone);
+    for id in [ids[0], ids[1]] {
+        assert!(matches!(pool.status(id), SocketSnapshot::Idle { .. }), "{id} was closed");
+    }
+    drop(b);
+    Ok(())
+}
+
+#[tokio::test]
 async fn max_age_rotates_between_turns() -> anyhow::Result<()> {
     let srv = server(None).await?;
     let mut s = settings(&srv.url);

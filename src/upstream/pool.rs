@@ -400,11 +400,20 @@ impl UpstreamPool {
 }
 
 /// Closes one idle socket of another tenant to free a global slot.
+/// Closes one idle socket of another tenant to make room: one whose cache no
+/// session can use first, else the one idle the longest (its conversation is
+/// the least likely to come back).
 fn evict_other_idle(st: &mut PoolState, tenant: u128) {
-    let victim = st.sockets.iter().find_map(|(id, e)| {
-        let s = e.handle.shared.lock();
-        (e.handle.shared.tenant != tenant && !s.leased && s.pending == 0).then_some(*id)
-    });
+    let victim = st
+        .sockets
+        .iter()
+        .filter_map(|(id, e)| {
+            let s = e.handle.shared.lock();
+            let idle = e.handle.shared.tenant != tenant && !s.leased && s.pending == 0;
+            idle.then(|| ((s.latest.is_some(), s.idle_since), *id))
+        })
+        .min()
+        .map(|(_, id)| id);
     if let Some(id) = victim {
         debug!(socket = id, "closing another tenant's idle socket for room");
         st.sockets.remove(&id);

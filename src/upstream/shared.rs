@@ -29,6 +29,8 @@ pub(crate) struct State {
     pub dead: Option<UpstreamError>,
     /// The latest completed response on this connection (its cache).
     pub latest: Option<String>,
+    /// When the socket last became free (released, or its turn ended).
+    pub idle_since: Option<std::time::Instant>,
 }
 
 /// What the pool and leases share with the task.
@@ -65,7 +67,11 @@ impl Shared {
     }
 
     pub(crate) fn release(&self) {
-        self.lock().leased = false;
+        {
+            let mut s = self.lock();
+            s.leased = false;
+            s.idle_since = Some(std::time::Instant::now());
+        }
         self.notify.notify_waiters();
     }
 
@@ -74,6 +80,7 @@ impl Shared {
             let mut s = self.lock();
             s.pending = s.pending.saturating_sub(1);
             s.latest = latest;
+            s.idle_since = Some(std::time::Instant::now());
         }
         self.notify.notify_waiters();
     }
