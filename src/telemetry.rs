@@ -31,7 +31,13 @@ use crate::config::{LogConfig, LogFormat};
 /// are ignored), so tests and subcommands can call it freely.
 pub fn init(log: &LogConfig) {
     let filter = filter(&log.level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log sink that fails (disk full, closed pipe) must not fail requests:
+    // by default tracing-subscriber reports a failed write with `eprintln!`,
+    // which panics when stderr itself is the sink that failed.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match log.format {
         LogFormat::Plain => builder.with_target(false).try_init(),
         LogFormat::Json => {

@@ -247,3 +247,40 @@ fn keys_and_content_never_appear_in_logs_metrics_or_debug_output() {
         assert!(!text.contains(marker), "conversation content leaked in {name}");
     }
 }
+
+/// A log sink that fails (disk full: stderr on /dev/full, which answers every
+/// write with ENOSPC) must not fail requests. Found by the soak on a full
+/// disk: every turn that logged a warning lost its connection.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_full_log_sink_does_not_fail_requests() {
+    use std::io::BufRead;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (emu_addr, emu) = rt.block_on(tether::emulator::spawn(EmulatorConfig::default())).unwrap();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["--listen", "127.0.0.1:0", "--upstream", &format!("http://{emu_addr}/v1")])
+        .env("RUST_LOG", "debug")
+        .env("TETHER_UPSTREAM_API_KEY_ENV", "TETHER_TEST_NO_SUCH_KEY")
+        .env_remove("TETHER_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    rt.block_on(async {
+        let base = format!("http://{addr}/v1");
+        for stream in [false, true] {
+            let mut c = Conversation::new(&base, "sk-full-disk", stream);
+            assert_eq!(c.turn().await.status, 200);
+            // A malformed upstream frame (before any byte out: retried) is logged at `warn`.
+            emu.inject("ws:malformed_at=0".parse().unwrap());
+            assert_eq!(c.turn().await.status, 200);
+            assert_eq!(c.turn().await.route.as_deref(), Some("continue"));
+        }
+    });
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success(), "tether exits cleanly");
+}
