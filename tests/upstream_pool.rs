@@ -115,6 +115,19 @@ fn settings(url: &str) -> WsSettings {
     s
 }
 
+/// A server that accepts TCP connections and never answers (nor closes them).
+async fn silent_server() -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let silent = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = silent.local_addr()?;
+    let hold = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            kept.push(tcp);
+        }
+    });
+    Ok((addr, hold))
+}
+
 /// One full turn on a lease; returns the frames.
 async fn turn(lease: &mut tether::upstream::Lease) -> anyhow::Result<Vec<String>> {
     let mut frames = lease.send(r#"{"type":"response.create"}"#.into()).await?;
@@ -366,14 +379,7 @@ async fn spare_sockets_are_opened_after_first_use() -> anyhow::Result<()> {
 #[tokio::test]
 async fn silent_server_times_out_and_tls_failure_is_a_connect_error() -> anyhow::Result<()> {
     // Accepts TCP, never answers: the connect deadline applies.
-    let silent = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = silent.local_addr()?;
-    let hold = tokio::spawn(async move {
-        let mut kept = Vec::new();
-        while let Ok((tcp, _)) = silent.accept().await {
-            kept.push(tcp);
-        }
-    });
+    let (addr, hold) = silent_server().await?;
     let mut s = settings(&format!("ws://{addr}/v1/responses"));
     s.connect_timeout = Duration::from_millis(100);
     let err = UpstreamPool::new(s.clone()).checkout(1, &creds("k"), None).await.err();
@@ -391,14 +397,7 @@ async fn silent_server_times_out_and_tls_failure_is_a_connect_error() -> anyhow:
 #[tokio::test]
 async fn a_checkout_cancelled_mid_handshake_gives_its_slot_back() -> anyhow::Result<()> {
     // Accepts TCP, never answers: every handshake hangs until its deadline.
-    let silent = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = silent.local_addr()?;
-    let hold = tokio::spawn(async move {
-        let mut kept = Vec::new();
-        while let Ok((tcp, _)) = silent.accept().await {
-            kept.push(tcp);
-        }
-    });
+    let (addr, hold) = silent_server().await?;
     let mut s = settings(&format!("ws://{addr}/v1/responses"));
     s.per_tenant = 1;
     s.connect_timeout = Duration::from_millis(300);
