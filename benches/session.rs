@@ -1,5 +1,9 @@
 //! Session benchmarks: fingerprinting next to a plain parse of the same body,
 //! and `plan`/`commit` with 100k live sessions.
+//!
+//! Bodies: `100KB`/`1MB` are Codex-shaped (many items, escape-dense text);
+//! `1MB_large` is the `tether-bench large` conversation (a few 32 KB tool
+//! outputs without escapes, then many small items).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -9,6 +13,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use tether::proxy::request::ParsedRequest;
 use tether::session::{
     ChainSeed, Fingerprint, Plan, SessionLimits, SessionStore, SocketId, SocketStates, SocketStatus,
     TenantId, fingerprint, fingerprint_values,
@@ -59,6 +64,29 @@ fn body(target: usize) -> Vec<u8> {
     serde_json::to_vec(&b).unwrap_or_default()
 }
 
+/// The body of `tether-bench large` at about `target` bytes.
+fn large_body(target: usize) -> Vec<u8> {
+    let chunk = tether::agent::filler("large", 32_000);
+    let mut input = vec![json!({"type": "message", "role": "user", "content": "grow"})];
+    let mut i = 0;
+    loop {
+        i += 1;
+        let output = if i <= 31 { chunk.clone() } else { format!("ok {i}") };
+        input.push(json!({"type": "function_call", "id": format!("fc_{i:040}"), "status": "completed",
+            "call_id": format!("call_{i:024}"), "name": "exec_command",
+            "arguments": "{\"cmd\":\"ls\",\"workdir\":\"/repo/some/dir/x\"}"}));
+        input.push(
+            json!({"type": "function_call_output", "call_id": format!("call_{i:024}"), "output": output}),
+        );
+        let b = json!({"model": "m", "input": input, "store": false,
+            "metadata": {"emulator_script": "tools=1000,args=40"}});
+        let bytes = serde_json::to_vec(&b).unwrap_or_default();
+        if bytes.len() >= target && i > 61 {
+            return bytes;
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct InputOnly<'a> {
     #[serde(borrow)]
@@ -66,8 +94,9 @@ struct InputOnly<'a> {
 }
 
 fn fingerprinting(c: &mut Criterion) {
-    for (name, target) in [("100KB", 100_000), ("1MB", 1_000_000)] {
-        let bytes = body(target);
+    for (name, bytes) in
+        [("100KB", body(100_000)), ("1MB", body(1_000_000)), ("1MB_large", large_body(1_000_000))]
+    {
         let mut g = c.benchmark_group(format!("fingerprint_{name}"));
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         g.bench_function("parse_value_only", |b| {
@@ -80,6 +109,21 @@ fn fingerprinting(c: &mut Criterion) {
                 fingerprint(&SEED, &items).ok().map(|f| f.tip())
             })
         });
+        g.bench_function("parse_request_only", |b| {
+            b.iter(|| ParsedRequest::parse(black_box(&bytes)).map(|p| p.item_count()).ok())
+        });
+        g.bench_function("parse_request_then_fingerprint", |b| {
+            b.iter(|| {
+                let p = ParsedRequest::parse(black_box(&bytes)).ok()?;
+                fingerprint(&SEED, p.items.as_deref()?).ok().map(|f| f.tip())
+            })
+        });
+        if let Ok(p) = ParsedRequest::parse(&bytes) {
+            let items = p.items.unwrap_or_default();
+            g.bench_function("fingerprint_only", |b| {
+                b.iter(|| fingerprint(&SEED, black_box(&items)).ok().map(|f| f.tip()))
+            });
+        }
         g.bench_function("parse_struct_raw_only", |b| {
             b.iter(|| serde_json::from_slice::<InputOnly<'_>>(black_box(&bytes)).map(|b| b.input.len()))
         });

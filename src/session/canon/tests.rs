@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 use super::kind::ItemKind;
-use super::scan::{Scratch, hash_raw_item};
+use super::scan::{Scratch, hash_raw_item, next_special};
 use super::tree::{Node, hash_item};
 
 fn tree(text: &str) -> Option<(u128, ItemKind)> {
@@ -341,6 +341,15 @@ fn render(j: &J, seed: u64, lone_surrogates: bool) -> String {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The word-at-a-time search finds what a plain one finds.
+    #[test]
+    fn next_special_finds_the_first(s in prop::collection::vec(prop::sample::select(b"ab\"\\\xff\x80".to_vec()), 0..200),
+                                   plain in 0usize..160) {
+        let mut s = s;
+        s.splice(0..0, std::iter::repeat_n(b'x', plain));
+        prop_assert_eq!(next_special(&s), s.iter().position(|c| matches!(c, b'"' | b'\\')));
+    }
 
     /// Any generated item, however written (whitespace, escapes, member
     /// order): the scan gives the tree's digest and kind, and two writings
