@@ -1,7 +1,7 @@
 //! Session benchmarks: fingerprinting next to a plain parse of the same body,
 //! and `plan`/`commit` with 100k live sessions.
 //!
-//! Bodies: `100KB`/`1MB` are Codex-shaped (many items, escape-dense text);
+//! Bodies: `8KB` (20 items), `100KB` and `1MB` are Codex-shaped (many items, escape-dense text);
 //! `1MB_large` is the `tether-bench large` conversation (a few 32 KB tool
 //! outputs without escapes, then many small items).
 
@@ -64,6 +64,22 @@ fn body(target: usize) -> Vec<u8> {
     serde_json::to_vec(&b).unwrap_or_default()
 }
 
+/// About 8 KB and 20 items, like a turn of `tether-bench overhead`.
+fn small_body() -> Vec<u8> {
+    let mut input = vec![json!({"type": "message", "role": "developer", "content": text(1_000, 0)})];
+    for i in 1..=6 {
+        input.push(json!({"type": "reasoning", "id": format!("rs_{i}"), "summary": [], "encrypted_content": "gAAAA".repeat(40)}));
+        input.push(json!({"type": "function_call", "id": format!("fc_{i}"), "status": "completed", "call_id": format!("call_{i}"),
+            "name": "exec_command", "arguments": format!("{{\"cmd\":\"rg -n foo src/{i}.rs\"}}")}));
+        input.push(
+            json!({"type": "function_call_output", "call_id": format!("call_{i}"), "output": text(500, i)}),
+        );
+    }
+    input.push(json!({"role": "user", "content": "go on"}));
+    serde_json::to_vec(&json!({"model": "gpt-5", "input": input, "store": false, "stream": false}))
+        .unwrap_or_default()
+}
+
 /// The body of `tether-bench large` at about `target` bytes.
 fn large_body(target: usize) -> Vec<u8> {
     let chunk = tether::agent::filler("large", 32_000);
@@ -94,9 +110,12 @@ struct InputOnly<'a> {
 }
 
 fn fingerprinting(c: &mut Criterion) {
-    for (name, bytes) in
-        [("100KB", body(100_000)), ("1MB", body(1_000_000)), ("1MB_large", large_body(1_000_000))]
-    {
+    for (name, bytes) in [
+        ("8KB", small_body()),
+        ("100KB", body(100_000)),
+        ("1MB", body(1_000_000)),
+        ("1MB_large", large_body(1_000_000)),
+    ] {
         let mut g = c.benchmark_group(format!("fingerprint_{name}"));
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         g.bench_function("parse_value_only", |b| {

@@ -22,6 +22,7 @@
 
 mod encode;
 mod kind;
+mod lex;
 mod scan;
 mod tree;
 

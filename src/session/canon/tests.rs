@@ -5,7 +5,8 @@
 use proptest::prelude::*;
 
 use super::kind::ItemKind;
-use super::scan::{Scratch, hash_raw_item, next_special};
+use super::lex::next_special;
+use super::scan::{Scratch, hash_raw_item};
 use super::tree::{Node, hash_item};
 
 fn tree(text: &str) -> Option<(u128, ItemKind)> {
