@@ -116,14 +116,7 @@ impl<'a> Scanner<'a, '_> {
             self.pos += 1;
         } else {
             loop {
-                self.ws();
-                let key = self.string_cow()?;
-                self.ws();
-                self.eat(b':')?;
-                self.ws();
-                let start = self.out.len();
-                put_str(self.out, key.as_bytes());
-                let at = self.out.len();
+                let (key, start, at) = self.member_key()?;
                 let raw_at = self.pos;
                 let mut rule = None;
                 match key.as_ref() {
@@ -154,11 +147,8 @@ impl<'a> Scanner<'a, '_> {
                     }
                     self.members.push(Member { key, start, end: self.out.len() });
                 }
-                self.ws();
-                match self.next()? {
-                    b',' => {}
-                    b'}' => break,
-                    _ => return Err(Declined),
+                if !self.more(b'}')? {
+                    break;
                 }
             }
         }
@@ -254,14 +244,7 @@ impl<'a> Scanner<'a, '_> {
             self.pos += 1;
         } else {
             loop {
-                self.ws();
-                let key = self.string_cow()?;
-                self.ws();
-                self.eat(b':')?;
-                self.ws();
-                let start = self.out.len();
-                put_str(self.out, key.as_bytes());
-                let at = self.out.len();
+                let (key, start, at) = self.member_key()?;
                 self.value()?;
                 if parts && key == "type" && encodes_str(&self.out[at..], "output_text") {
                     self.out.truncate(at);
@@ -272,11 +255,8 @@ impl<'a> Scanner<'a, '_> {
                 } else {
                     self.members.push(Member { key, start, end: self.out.len() });
                 }
-                self.ws();
-                match self.next()? {
-                    b',' => {}
-                    b'}' => break,
-                    _ => return Err(Declined),
+                if !self.more(b'}')? {
+                    break;
                 }
             }
         }
@@ -323,17 +303,37 @@ impl<'a> Scanner<'a, '_> {
                     self.value()?;
                 }
                 n += 1;
-                self.ws();
-                match self.next()? {
-                    b',' => {}
-                    b']' => break,
-                    _ => return Err(Declined),
+                if !self.more(b']')? {
+                    break;
                 }
             }
         }
         self.out[header + 1..header + 9].copy_from_slice(&(n as u64).to_le_bytes());
         self.depth -= 1;
         Ok(())
+    }
+
+    /// A member's key and colon; writes the key to `out`. Returns the key,
+    /// where the member starts in `out`, and where its value starts.
+    fn member_key(&mut self) -> Scan<(Cow<'a, str>, usize, usize)> {
+        self.ws();
+        let key = self.string_cow()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        let start = self.out.len();
+        put_str(self.out, key.as_bytes());
+        Ok((key, start, self.out.len()))
+    }
+
+    /// After a member or element: `true` on `,`, `false` on `close`.
+    fn more(&mut self, close: u8) -> Scan<bool> {
+        self.ws();
+        match self.next()? {
+            b',' => Ok(true),
+            c if c == close => Ok(false),
+            _ => Err(Declined),
+        }
     }
 
     fn string(&mut self) -> Scan<()> {
