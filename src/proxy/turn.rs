@@ -74,13 +74,7 @@ impl Drop for Turn<'_> {
         }
         // hyper dropped the handler: the client went away while the answer
         // was being prepared (a JSON client, or a stream before its first byte).
-        self.record.outcome = "client_gone";
-        self.record.status = 499;
-        self.record.total = self.started.elapsed();
-        if let Some(c) = self.cont.take() {
-            self.app.managed.store().evict(c.session);
-        }
-        self.record.emit(self.app);
+        self.end_without_answer(499, "client_gone");
     }
 }
 
@@ -500,15 +494,21 @@ impl<'a> Turn<'a> {
     }
 
     fn fail(&mut self, err: ProxyError) -> ProxyError {
-        self.record.status = err.status().as_u16();
-        self.record.outcome = "error";
+        self.end_without_answer(err.status().as_u16(), "error");
+        err
+    }
+
+    /// Ends a turn that produced no upstream answer: the continuation it may
+    /// have left half-done is evicted, and the record goes out.
+    fn end_without_answer(&mut self, status: u16, outcome: &'static str) {
+        self.record.status = status;
+        self.record.outcome = outcome;
         self.record.total = self.started.elapsed();
         if let Some(c) = self.cont.take() {
             self.app.managed.store().evict(c.session);
         }
         self.record.emit(self.app);
         self.emitted = true;
-        err
     }
 }
 
