@@ -125,7 +125,7 @@ impl PoolState {
     fn sweep(&mut self, max_age: Duration) {
         self.sockets.retain(|_, e| {
             let s = e.handle.shared.lock();
-            let idle = !s.leased && s.pending == 0;
+            let idle = !s.busy();
             s.dead.is_none() && !(idle && e.handle.shared.age() >= max_age)
         });
     }
@@ -301,7 +301,7 @@ impl UpstreamPool {
                 .filter(|e| e.handle.shared.tenant == tenant)
                 .filter(|e| {
                     let s = e.handle.shared.lock();
-                    !s.leased && s.pending == 0 && s.latest.is_none() && s.dead.is_none()
+                    !s.busy() && s.latest.is_none() && s.dead.is_none()
                 })
                 .count();
             let connecting = st.connecting.get(&tenant).copied().unwrap_or(0);
@@ -355,7 +355,7 @@ impl UpstreamPool {
         let s = e.handle.shared.lock();
         if s.dead.is_some() || e.handle.shared.age() >= self.inner.settings.max_age {
             SocketSnapshot::Gone
-        } else if s.leased || s.pending > 0 {
+        } else if s.busy() {
             SocketSnapshot::Busy
         } else {
             SocketSnapshot::Idle { latest_response_id: s.latest.clone(), age: e.handle.shared.age() }
@@ -371,7 +371,7 @@ impl UpstreamPool {
         for e in st.sockets.values() {
             *per_tenant.entry(e.handle.shared.tenant).or_default() += 1;
             let s = e.handle.shared.lock();
-            busy += usize::from(s.leased || s.pending > 0);
+            busy += usize::from(s.busy());
         }
         PoolStats {
             open: st.sockets.len(),
@@ -409,7 +409,7 @@ fn evict_other_idle(st: &mut PoolState, tenant: u128) {
         .iter()
         .filter_map(|(id, e)| {
             let s = e.handle.shared.lock();
-            let idle = e.handle.shared.tenant != tenant && !s.leased && s.pending == 0;
+            let idle = e.handle.shared.tenant != tenant && !s.busy();
             idle.then(|| ((s.latest.is_some(), s.idle_since), *id))
         })
         .min()

@@ -33,6 +33,13 @@ pub(crate) struct State {
     pub idle_since: Option<std::time::Instant>,
 }
 
+impl State {
+    /// Leased, or still receiving (or draining) a response.
+    pub fn busy(&self) -> bool {
+        self.leased || self.pending > 0
+    }
+}
+
 /// What the pool and leases share with the task.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -59,7 +66,7 @@ impl Shared {
         if s.dead.is_some() {
             return Err(UpstreamError::Gone);
         }
-        if s.leased || s.pending > 0 {
+        if s.busy() {
             return Err(UpstreamError::Busy);
         }
         s.leased = true;
