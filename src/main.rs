@@ -82,7 +82,19 @@ fn load(global: &tether::cli::GlobalArgs) -> Result<Config, ExitCode> {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| {
+    runtime_with(0)
+}
+
+/// A runtime with `threads` workers: 0 = one per core, 1 = one thread in all.
+fn runtime_with(threads: usize) -> tokio::runtime::Runtime {
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if threads > 1 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build().unwrap_or_else(|e| {
         eprintln!("tether: cannot start the async runtime: {e}");
         std::process::exit(1)
     })
@@ -90,7 +102,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn run_serve(config: Config) -> ExitCode {
     tether::telemetry::init(&config.log);
-    runtime().block_on(async move {
+    runtime_with(config.server.worker_threads).block_on(async move {
         let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
             Ok(l) => l,
             Err(e) => {

@@ -133,7 +133,7 @@ async fn turn(lease: &mut tether::upstream::Lease) -> anyhow::Result<Vec<String>
     let mut frames = lease.send(r#"{"type":"response.create"}"#.into()).await?;
     let mut out = Vec::new();
     while let Some(f) = frames.next().await {
-        out.push(f?);
+        out.push(f?.to_string());
     }
     Ok(out)
 }

@@ -15,54 +15,78 @@ use tether::emulator::CostModel;
 use crate::child::Child;
 use crate::common::{self, HttpClient};
 
-async fn latencies(c: &HttpClient, url: &str, body: &Bytes, n: usize) -> anyhow::Result<Vec<Duration>> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (status, _, total, _) = common::post(c, url, body.clone()).await?;
-        anyhow::ensure!(status == 200, "{url} answered {status}");
-        out.push(total);
-    }
-    Ok(out)
+/// One of the paths a measured request can take.
+enum Path<'a> {
+    Http(&'a HttpClient, String),
+    Ws(&'a mut WsTurns),
 }
 
-/// Non-streaming agent turns (20 items, ~8 KB), concurrency 1.
+impl Path<'_> {
+    async fn once(&mut self, body: &Bytes) -> anyhow::Result<Duration> {
+        match self {
+            Path::Http(c, url) => {
+                let (status, _, total, _) = common::post(c, url, body.clone()).await?;
+                anyhow::ensure!(status == 200, "{url} answered {status}");
+                Ok(total)
+            }
+            Path::Ws(ws) => Ok(ws.turn().await?.1),
+        }
+    }
+}
+
+/// Non-streaming agent turns (20 items, ~8 KB), concurrency 1, through each
+/// path in turn: directly to the emulator over HTTP (the reference), directly
+/// over its WebSocket mode (what the upstream leg costs without tether),
+/// through tether, and through nginx when it is installed. The paths take
+/// turns request by request, in a rotating order, so the drift and noise of
+/// a shared machine fall on all of them alike.
 pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
     let tether = Child::start(&upstream, &[])?;
-    let body = Bytes::from(common::agent_turn(20, 8_000, false, "tools=0,answer=200").to_string());
+    let turn = common::agent_turn(20, 8_000, false, "tools=0,answer=200");
+    let body = Bytes::from(turn.to_string());
     let c = common::client();
-    let direct_url = format!("{upstream}/responses");
-    let tether_url = format!("http://{}/v1/responses", tether.addr);
-    let warm = requests / 10 + 10;
-    latencies(&c, &direct_url, &body, warm).await?;
-    latencies(&c, &tether_url, &body, warm).await?;
-    // Interleave blocks so drift on a shared machine hits both sides alike.
-    let (mut direct, mut through) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
-        direct.extend(latencies(&c, &direct_url, &body, requests / 10).await?);
-        through.extend(latencies(&c, &tether_url, &body, requests / 10).await?);
+    let mut ws = WsTurns::open(&ws_url(&upstream), ws_frame(&turn)).await?;
+    let nginx = crate::nginx::Nginx::start(&upstream);
+    let mut names = vec!["direct", "direct_ws", "tether"];
+    let mut paths = vec![
+        Path::Http(&c, format!("{upstream}/responses")),
+        Path::Ws(&mut ws),
+        Path::Http(&c, format!("http://{}/v1/responses", tether.addr)),
+    ];
+    if let Ok(Some(n)) = &nginx {
+        names.push("nginx");
+        paths.push(Path::Http(&c, format!("{}/responses", n.base())));
     }
-    let p = |v: &mut Vec<Duration>, q| common::pct_us(v, q);
-    let (d50, d99, t50, t99) =
-        (p(&mut direct, 50.0), p(&mut direct, 99.0), p(&mut through, 50.0), p(&mut through, 99.0));
-    let mut out = json!({
-        "requests": direct.len(), "body_bytes": body.len(),
-        "direct_p50_us": d50, "direct_p99_us": d99, "tether_p50_us": t50, "tether_p99_us": t99,
-        "added_p50_us": t50 - d50, "added_p99_us": t99 - d99,
-    });
-    match crate::nginx::Nginx::start(&upstream) {
-        Ok(Some(nginx)) => {
-            let url = format!("{}/responses", nginx.base());
-            latencies(&c, &url, &body, warm).await?;
-            let mut via = Vec::new();
-            for _ in 0..10 {
-                via.extend(latencies(&c, &url, &body, requests / 10).await?);
+    let warm = requests / 10 + 10;
+    let mut lat: Vec<Vec<Duration>> = vec![Vec::with_capacity(requests); paths.len()];
+    for i in 0..warm + requests {
+        for k in 0..paths.len() {
+            let j = (i + k) % paths.len();
+            let t = paths[j].once(&body).await?;
+            if i >= warm {
+                lat[j].push(t);
             }
-            out["nginx_p50_us"] = json!(p(&mut via, 50.0));
-            out["nginx_p99_us"] = json!(p(&mut via, 99.0));
-            out["nginx_added_p50_us"] = json!(p(&mut via, 50.0) - d50);
-            out["nginx_added_p99_us"] = json!(p(&mut via, 99.0) - d99);
         }
+    }
+    let mut out = json!({"requests": requests, "body_bytes": body.len()});
+    let mut pct = std::collections::HashMap::new();
+    for (name, v) in names.iter().zip(lat.iter_mut()) {
+        for q in [50, 99] {
+            let us = common::pct_us(v, q as f64);
+            out[format!("{name}_p{q}_us")] = json!(us);
+            pct.insert((*name, q), us);
+        }
+    }
+    for (side, key) in [("tether", "added"), ("nginx", "nginx_added")] {
+        for q in [50, 99] {
+            if let (Some(via), Some(direct)) = (pct.get(&(side, q)), pct.get(&("direct", q))) {
+                out[format!("{key}_p{q}_us")] = json!(via - direct);
+            }
+        }
+    }
+    match nginx {
+        Ok(Some(_)) => {}
         Ok(None) => out["nginx"] = json!("not installed"),
         Err(e) => out["nginx"] = json!(format!("failed to start: {e}")),
     }
@@ -81,12 +105,7 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let unpaced = common::agent_turn(20, 8_000, true, "tools=0,answer=4096,delta=64");
     let mut paced = unpaced.clone();
     paced["metadata"]["emulator_fault"] = json!("slow=2");
-    let ws_frame = {
-        let mut frame = unpaced.clone();
-        frame["type"] = json!("response.create");
-        frame.as_object_mut().map(|m| m.remove("stream"));
-        frame.to_string()
-    };
+    let ws_frame = ws_frame(&unpaced);
     let (unpaced, paced) = (Bytes::from(unpaced.to_string()), Bytes::from(paced.to_string()));
     let c = common::client();
     let tap = crate::events::Tap::start(tether.socket_addr()?).await?;
@@ -113,8 +132,12 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
         }
         sides.push((ttfe, gaps));
     }
-    let ws_url = format!("{}/responses", upstream.replacen("http", "ws", 1));
-    let mut direct_ws = ws_ttfe(&ws_url, &ws_frame, turns).await?;
+    let mut ws = WsTurns::open(&ws_url(&upstream), ws_frame).await?;
+    ws.turn().await?;
+    let mut direct_ws = Vec::with_capacity(turns);
+    for _ in 0..turns {
+        direct_ws.push(ws.turn().await?.0);
+    }
     let (mut dt, mut dg) = sides.remove(0);
     let (mut tt, mut tg) = sides.remove(0);
     let p = common::pct_us;
@@ -137,33 +160,51 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-/// Time to the first event over the emulator's own WebSocket mode, no tether:
-/// one socket, `turns` fresh `response.create`s, each read to its end.
-async fn ws_ttfe(url: &str, frame: &str, turns: usize) -> anyhow::Result<Vec<Duration>> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
-    let mut req = url.into_client_request()?;
-    req.headers_mut().insert("authorization", "Bearer sk-bench".parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
-    let mut out = Vec::with_capacity(turns);
-    for i in 0..=turns {
+/// Turns over the emulator's own WebSocket mode, no tether: one socket,
+/// one fresh `response.create` after another, each read to its end.
+struct WsTurns {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    frame: String,
+}
+
+impl WsTurns {
+    async fn open(url: &str, frame: String) -> anyhow::Result<WsTurns> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = url.into_client_request()?;
+        req.headers_mut().insert("authorization", "Bearer sk-bench".parse()?);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
+        Ok(WsTurns { ws, frame })
+    }
+
+    /// One turn: its time to the first event and to the terminal event.
+    async fn turn(&mut self) -> anyhow::Result<(Duration, Duration)> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
         let started = Instant::now();
-        ws.send(Message::text(frame)).await?;
+        self.ws.send(Message::text(self.frame.as_str())).await?;
         let mut first = None;
         loop {
-            let msg = ws.next().await.ok_or_else(|| anyhow::anyhow!("socket closed"))??;
+            let msg = self.ws.next().await.ok_or_else(|| anyhow::anyhow!("socket closed"))??;
             let Message::Text(text) = msg else { continue };
             first.get_or_insert_with(|| started.elapsed());
             if text.contains("\"response.completed\"") {
-                break;
+                return Ok((first.unwrap_or_default(), started.elapsed()));
             }
             anyhow::ensure!(!text.contains("\"type\":\"error\""), "emulator error: {text}");
         }
-        if i > 0 {
-            out.push(first.unwrap_or_default());
-        }
     }
-    Ok(out)
+}
+
+/// `body` as a WebSocket `response.create` frame.
+fn ws_frame(body: &serde_json::Value) -> String {
+    let mut frame = body.clone();
+    frame["type"] = json!("response.create");
+    frame.as_object_mut().map(|m| m.remove("stream"));
+    frame.to_string()
+}
+
+fn ws_url(upstream: &str) -> String {
+    format!("{}/responses", upstream.replacen("http", "ws", 1))
 }
 
 /// Time to the first SSE event and the gaps between later events.

@@ -122,6 +122,7 @@ fn read_all(f: &mut Fields) -> Config {
     c.server.request_timeout = f.get("server", "request_timeout", d.server.request_timeout, duration);
     c.server.shutdown_grace = f.get("server", "shutdown_grace", d.server.shutdown_grace, duration);
     c.server.debug_remote = f.get("server", "debug_remote", false, parse_bool);
+    c.server.worker_threads = f.get("server", "worker_threads", d.server.worker_threads, non_negative);
 
     c.upstream.base_url = f.get("upstream", "base_url", d.upstream.base_url, http_url);
     c.upstream.ws_url = f.get("upstream", "ws_url", String::new(), ws_url_or_empty);

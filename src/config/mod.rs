@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Serve `/debug/*` and `/metrics` to non-loopback peers too.
     pub debug_remote: bool,
+    /// Runtime threads: 0 = one per CPU core, 1 = everything on one thread.
+    pub worker_threads: usize,
 }
 
 /// `[upstream]`.
@@ -143,6 +145,7 @@ impl Default for Config {
                 request_timeout: Duration::from_secs(600),
                 shutdown_grace: Duration::from_secs(30),
                 debug_remote: false,
+                worker_threads: 0,
             },
             upstream: UpstreamConfig {
                 base_url: "https://api.openai.com/v1".into(),

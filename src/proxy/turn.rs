@@ -327,9 +327,8 @@ impl<'a> Turn<'a> {
                 }
             };
             if let Some(outcome) = step.end {
-                // Let the socket settle (idle, latest recorded) before anyone
-                // can continue from this response.
-                while frames.next().await.is_some() {}
+                // The socket settled (idle, latest recorded) before it passed
+                // the terminal frame on: the next turn may continue from it.
                 return self.classify_end(outcome, step.out);
             }
             if !step.out.is_empty() {
@@ -444,7 +443,6 @@ impl<'a> Turn<'a> {
                 };
                 if step.end.is_some() {
                     last = step.out;
-                    while frames.next().await.is_some() {}
                     break step.end;
                 }
                 if !step.out.is_empty() && tx.send(step.out).await.is_err() {

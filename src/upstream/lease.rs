@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::shared::{Command, SocketHandle};
+use super::shared::{Command, Frame, SocketHandle};
 use super::{SocketId, UpstreamError};
 
 /// How many frames may wait for a slow consumer before the socket task stops
@@ -105,18 +105,18 @@ impl Drop for Lease {
 /// The upstream text frames of one response, ending after its terminal frame.
 #[derive(Debug)]
 pub struct TurnFrames {
-    rx: mpsc::Receiver<Result<String, UpstreamError>>,
+    rx: mpsc::Receiver<Result<Frame, UpstreamError>>,
 }
 
 impl TurnFrames {
     /// The next frame; `None` after the terminal frame or an error.
-    pub async fn next(&mut self) -> Option<Result<String, UpstreamError>> {
+    pub async fn next(&mut self) -> Option<Result<Frame, UpstreamError>> {
         self.rx.recv().await
     }
 }
 
 impl Stream for TurnFrames {
-    type Item = Result<String, UpstreamError>;
+    type Item = Result<Frame, UpstreamError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)

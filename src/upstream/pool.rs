@@ -123,10 +123,12 @@ impl PoolState {
     /// Forgets dead sockets and closes idle ones past `max_age` (dropping the
     /// pool's handle ends an idle task with a normal close).
     fn sweep(&mut self, max_age: Duration) {
+        let now = tokio::time::Instant::now();
         self.sockets.retain(|_, e| {
             let s = e.handle.shared.lock();
-            let idle = !s.busy();
-            s.dead.is_none() && !(idle && e.handle.shared.age() >= max_age)
+            let young = now.saturating_duration_since(e.handle.shared.opened_at) < max_age;
+            // Kept: alive, and either young or still in use.
+            s.dead.is_none() && (young || s.busy())
         });
     }
 

@@ -9,8 +9,11 @@ use tokio::time::Instant;
 
 use super::{SocketId, UpstreamError};
 
+/// One upstream text frame, as read (shared, not copied).
+pub type Frame = tokio_tungstenite::tungstenite::Utf8Bytes;
+
 /// Frames of one turn, as the task hands them to the lease holder.
-pub(crate) type FrameTx = mpsc::Sender<Result<String, UpstreamError>>;
+pub(crate) type FrameTx = mpsc::Sender<Result<Frame, UpstreamError>>;
 
 /// A request to the socket task.
 pub(crate) enum Command {

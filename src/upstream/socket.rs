@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::debug;
 
-use super::shared::{Command, FrameTx, Shared, SocketHandle};
+use super::shared::{Command, Frame, FrameTx, Shared, SocketHandle};
 use super::{SocketId, UpstreamError, WsSettings, tenant_short};
 
 /// What [`SocketTask::forward`] tells the turn loop.
@@ -132,6 +132,13 @@ enum Kind {
 }
 
 fn classify(text: &str) -> Kind {
+    // Most frames are deltas: when the type leads the frame (as servers
+    // write it), only the four that can end a turn need parsing.
+    if let Some(kind) = leading_type(text)
+        && !matches!(kind, "response.completed" | "response.failed" | "response.incomplete" | "error")
+    {
+        return Kind::Ongoing;
+    }
     let Ok(p) = serde_json::from_str::<Peek<'_>>(text) else {
         return Kind::Ongoing;
     };
@@ -148,6 +155,14 @@ fn classify(text: &str) -> Kind {
         }
         _ => Kind::Ongoing,
     }
+}
+
+/// The frame's `type` when it is the first member, written compactly
+/// (`{"type":"…"`) and without escapes; `None` means "parse to know".
+fn leading_type(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix("{\"type\":\"")?;
+    let end = rest.find(['"', '\\'])?;
+    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
 }
 
 fn close_code(frame: Option<&CloseFrame>) -> Option<u16> {
@@ -288,7 +303,7 @@ where
         &mut self,
         msg: Option<Result<Message, E>>,
         delivered: bool,
-    ) -> Result<Option<String>, UpstreamError> {
+    ) -> Result<Option<Frame>, UpstreamError> {
         let closed = |code| UpstreamError::Closed { code, after_output: delivered };
         let msg = match msg {
             None => return Err(closed(None)),
@@ -301,7 +316,7 @@ where
         self.last_rx = Instant::now();
         self.ping_sent = None;
         match msg {
-            Message::Text(t) => Ok(Some(t.as_str().to_owned())),
+            Message::Text(t) => Ok(Some(t)),
             Message::Ping(p) => {
                 self.ws.send(Message::Pong(p)).await.map_err(|_| closed(None))?;
                 Ok(None)
@@ -393,6 +408,23 @@ where
             let why = UpstreamError::ConnectionLimit { after_output: *delivered };
             return Step::Return(fail(consumer.as_ref(), why).await);
         }
+        if let Kind::End(latest) = kind {
+            debug!(
+                socket = self.shared.id,
+                ms = started.elapsed().as_millis() as u64,
+                drained = consumer.is_none(),
+                "turn ended"
+            );
+            // Settle first (idle, latest recorded): the consumer may lease the
+            // socket again the moment it reads the terminal frame. A drained
+            // response reached no client, so no session can continue from it:
+            // the socket is as good as cold, and the pool reuses it first.
+            self.shared.end_turn(if consumer.is_some() { latest } else { None });
+            if let Some(tx) = consumer.take() {
+                let _ = tx.send(Ok(text)).await;
+            }
+            return Step::Return(Ok(()));
+        }
         if let Some(tx) = &*consumer {
             if tx.send(Ok(text)).await.is_ok() {
                 *delivered = true;
@@ -401,18 +433,33 @@ where
                 *drain_by = Some(Instant::now() + self.timers.drain_timeout);
             }
         }
-        if let Kind::End(latest) = kind {
-            debug!(
-                socket = self.shared.id,
-                ms = started.elapsed().as_millis() as u64,
-                drained = consumer.is_none(),
-                "turn ended"
-            );
-            // A drained response reached no client, so no session can continue
-            // from it: the socket is as good as cold, and the pool reuses it first.
-            self.shared.end_turn(if consumer.is_some() { latest } else { None });
-            return Step::Return(Ok(()));
-        }
         Step::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DELTA: &str = r#"{"type":"response.output_text.delta","sequence_number":1,"delta":"hi"}"#;
+    const COMPLETED: &str = r#"{"type":"response.completed","response":{"id":"resp_1","output":[]}}"#;
+
+    /// Frames whose type leads (the servers' compact form) skip the full parse;
+    /// any other layout is parsed, with the same verdicts.
+    #[test]
+    fn classify_sniffs_the_leading_type_and_parses_the_rest() {
+        assert!(matches!(classify(DELTA), Kind::Ongoing));
+        assert!(matches!(classify(COMPLETED), Kind::End(Some(id)) if id == "resp_1"));
+        let spaced = r#"{ "type": "response.completed", "response": {"id": "resp_2"}}"#;
+        assert!(matches!(classify(spaced), Kind::End(Some(id)) if id == "resp_2"));
+        let late = r#"{"sequence_number":3,"type":"response.failed","response":{"id":"resp_3"}}"#;
+        assert!(matches!(classify(late), Kind::End(None)));
+        let limit = r#"{"type":"error","error":{"code":"websocket_connection_limit_reached"}}"#;
+        assert!(matches!(classify(limit), Kind::Spent));
+        let escaped = r#"{"type":"response.complete\u0064","response":{"id":"resp_4"}}"#;
+        assert!(matches!(classify(escaped), Kind::End(Some(id)) if id == "resp_4"));
+        assert!(matches!(classify(r#"{"type":"response.completed""#), Kind::Ongoing));
+        assert_eq!(leading_type(DELTA), Some("response.output_text.delta"));
+        assert_eq!(leading_type(r#"{"type":"a\"b"}"#), None);
     }
 }

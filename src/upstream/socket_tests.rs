@@ -115,6 +115,28 @@ async fn wait_dead(h: &SocketHandle) -> UpstreamError {
     panic!("socket never died");
 }
 
+/// The consumer may lease the socket again the moment it reads the terminal
+/// frame: by then the task has recorded the new latest response and ended
+/// the turn, with no wait for the stream's end.
+#[tokio::test(start_paused = true)]
+async fn settled_when_the_terminal_frame_is_read() {
+    let mut r = rig(&settings());
+    let mut lease = Lease::take(&r.handle).expect("idle");
+    let mut frames = lease.send(r#"{"type":"response.create"}"#.into()).await.expect("send");
+    r.server.heard().await;
+    r.server.say(&created("resp_9"));
+    r.server.say(&completed("resp_9"));
+    assert_eq!(frames.next().await, Some(Ok(created("resp_9").into())));
+    assert_eq!(frames.next().await, Some(Ok(completed("resp_9").into())));
+    // No further poll of `frames`, no sleep: the state is already final.
+    assert_eq!(lease.current_latest_response_id().as_deref(), Some("resp_9"));
+    assert_eq!(r.handle.shared.lock().pending, 0);
+    drop(frames);
+    drop(lease);
+    let again = Lease::take(&r.handle).expect("idle at once, no wait");
+    assert_eq!(again.latest_response_id(), Some("resp_9"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_turn_then_idle_with_latest_id() {
     let mut r = rig(&settings());
@@ -128,7 +150,7 @@ async fn one_turn_then_idle_with_latest_id() {
     }
     for f in [created("resp_1").as_str(), delta(), &completed("resp_1")] {
         r.server.say(f);
-        assert_eq!(frames.next().await, Some(Ok(f.to_owned())));
+        assert_eq!(frames.next().await, Some(Ok(f.into())));
     }
     assert_eq!(frames.next().await, None);
     assert_eq!(lease.current_latest_response_id().as_deref(), Some("resp_1"));
@@ -285,7 +307,7 @@ async fn request_error_frame_ends_turn_and_clears_latest() {
     let mut frames = lease.send("{}".into()).await.expect("send");
     r.server.heard().await;
     r.server.say(e);
-    assert_eq!(frames.next().await, Some(Ok(e.to_owned())));
+    assert_eq!(frames.next().await, Some(Ok(e.into())));
     assert_eq!(frames.next().await, None);
     drop(lease);
     let lease = wait_idle(&r.handle).await;

@@ -126,6 +126,12 @@ where
         self.sink.send(Message::text(value.to_string())).await
     }
 
+    /// Queues a frame without writing it: frames ready at the same instant
+    /// leave in one write, as a server's buffered writer would send them.
+    async fn queue_json(&mut self, value: &Value) -> Result<(), WsError> {
+        self.sink.feed(Message::text(value.to_string())).await
+    }
+
     async fn close(&mut self, code: u16, reason: &str) -> Result<(), WsError> {
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() };
         self.sink.send(Message::Close(Some(frame))).await
@@ -214,17 +220,24 @@ where
     }
 
     /// Plays the turn's steps; returns whether `response.completed` went out.
+    /// Events due at the same instant are queued and written together: the
+    /// queue is flushed before every pause and at the end.
     async fn play(&mut self, turn: &turn::Turn) -> (bool, Flow) {
         let mut completed = false;
         for step in turn.steps(&self.shared.config.cost) {
-            pause(step.delay).await;
+            if !step.delay.is_zero() {
+                if self.sink.flush().await.is_err() {
+                    return (completed, Flow::Stop);
+                }
+                pause(step.delay).await;
+            }
             let sent = match step.action {
                 Action::Event(event) => {
                     completed |= event["type"] == "response.completed";
-                    self.send_json(&event).await
+                    self.queue_json(&event).await
                 }
                 Action::Malformed => {
-                    self.sink.send(Message::text("{\"type\": \"response.output_text.delta\", ")).await
+                    self.sink.feed(Message::text("{\"type\": \"response.output_text.delta\", ")).await
                 }
                 Action::Error(e) => {
                     self.shared.with_stats(|s| s.errors += 1);
@@ -237,6 +250,8 @@ where
                     break;
                 }
                 Action::Drop => {
+                    // What was due before the drop still reaches the peer.
+                    let _ = self.sink.flush().await;
                     return (completed, Flow::Stop);
                 }
                 Action::Close(code) => {
@@ -247,6 +262,9 @@ where
             if sent.is_err() {
                 return (completed, Flow::Stop);
             }
+        }
+        if self.sink.flush().await.is_err() {
+            return (completed, Flow::Stop);
         }
         (completed, Flow::Continue)
     }
