@@ -79,6 +79,19 @@ struct Entry {
     join: JoinHandle<()>,
 }
 
+/// What [`PoolState::survey`] saw of one tenant's sockets.
+#[derive(Debug, Default)]
+struct Survey {
+    /// The tenant's sockets.
+    mine: usize,
+    /// All sockets.
+    total: usize,
+    /// An idle socket of the tenant with an empty cache.
+    cold: Option<SocketId>,
+    /// An idle socket of the tenant.
+    idle: Option<SocketId>,
+}
+
 /// What one look at the pool decided.
 enum Pick {
     Lease(Lease),
@@ -120,16 +133,37 @@ impl Drop for Reservation {
 }
 
 impl PoolState {
-    /// Forgets dead sockets and closes idle ones past `max_age` (dropping the
-    /// pool's handle ends an idle task with a normal close).
-    fn sweep(&mut self, max_age: Duration) {
+    /// One pass over the sockets: forgets dead ones, closes idle ones past
+    /// `max_age` (dropping the pool's handle ends an idle task with a normal
+    /// close), and notes what a checkout for `tenant` needs.
+    fn survey(&mut self, tenant: Option<u128>, max_age: Duration) -> Survey {
         let now = tokio::time::Instant::now();
-        self.sockets.retain(|_, e| {
+        let mut v = Survey::default();
+        self.sockets.retain(|id, e| {
             let s = e.handle.shared.lock();
             let young = now.saturating_duration_since(e.handle.shared.opened_at) < max_age;
             // Kept: alive, and either young or still in use.
-            s.dead.is_none() && (young || s.busy())
+            let keep = s.dead.is_none() && (young || s.busy());
+            if keep && Some(e.handle.shared.tenant) == tenant {
+                v.mine += 1;
+                if !s.busy() {
+                    v.idle.get_or_insert(*id);
+                    if s.latest.is_none() {
+                        v.cold.get_or_insert(*id);
+                    }
+                }
+            }
+            keep
         });
+        v.total = self.sockets.len();
+        v
+    }
+
+    /// Leases socket `id` if it is still idle.
+    fn lease(&self, id: Option<SocketId>) -> Option<Lease> {
+        let e = self.sockets.get(&id?)?;
+        e.handle.shared.try_lease().ok()?;
+        Some(Lease::new(e.handle.clone(), false))
     }
 
     fn unreserve(&mut self, tenant: u128) {
@@ -206,11 +240,20 @@ impl UpstreamPool {
         }
     }
 
+    /// The socket a continuation is pinned to. Only that entry is looked at:
+    /// dead, or idle past `max_age`, it is forgotten (and closed) here.
     fn checkout_preferred(&self, tenant: u128, id: SocketId) -> Result<Lease, UpstreamError> {
         let mut st = self.lock();
-        st.sweep(self.inner.settings.max_age);
         let entry = st.sockets.get(&id).ok_or(UpstreamError::Gone)?;
         if entry.handle.shared.tenant != tenant {
+            return Err(UpstreamError::Gone);
+        }
+        let spent = {
+            let s = entry.handle.shared.lock();
+            s.dead.is_some() || (!s.busy() && entry.handle.shared.age() >= self.inner.settings.max_age)
+        };
+        if spent {
+            st.sockets.remove(&id);
             return Err(UpstreamError::Gone);
         }
         entry.handle.shared.try_lease()?;
@@ -223,24 +266,25 @@ impl UpstreamPool {
         if st.closed {
             return Err(UpstreamError::Gone);
         }
-        st.sweep(s.max_age);
-        let empty = st.sockets.values().find(|e| {
-            let cold = e.handle.shared.lock().latest.is_none();
-            e.handle.shared.tenant == tenant && cold && e.handle.shared.try_lease().is_ok()
-        });
-        if let Some(e) = empty {
-            return Ok(Pick::Lease(Lease::new(e.handle.clone(), false)));
+        let survey = st.survey(Some(tenant), s.max_age);
+        if let Some(lease) = st.lease(survey.cold) {
+            return Ok(Pick::Lease(lease));
         }
-        let (mine, total) = st.count(tenant);
+        let connecting: usize = st.connecting.values().sum();
+        let mine = survey.mine + st.connecting.get(&tenant).copied().unwrap_or(0);
         if mine < s.per_tenant {
-            if total >= s.total {
-                evict_other_idle(&mut st, tenant);
+            let mut total = survey.total + connecting;
+            if total >= s.total && evict_other_idle(&mut st, tenant) {
+                total -= 1;
             }
-            let (_, total) = st.count(tenant);
             if total < s.total {
                 return Ok(Pick::Open(Reservation::take(self, &mut st, tenant)));
             }
         }
+        if let Some(lease) = st.lease(survey.idle) {
+            return Ok(Pick::Lease(lease));
+        }
+        // The idle one seen was taken since (a tool's `Lease::take`): any other?
         let any = st
             .sockets
             .values()
@@ -367,7 +411,7 @@ impl UpstreamPool {
     /// Counters for `/metrics` and `/debug`.
     pub fn stats(&self) -> PoolStats {
         let mut st = self.lock();
-        st.sweep(self.inner.settings.max_age);
+        st.survey(None, self.inner.settings.max_age);
         let mut per_tenant = HashMap::new();
         let mut busy = 0;
         for e in st.sockets.values() {
@@ -405,7 +449,7 @@ impl UpstreamPool {
 /// Closes one idle socket of another tenant to make room: one whose cache no
 /// session can use first, else the one idle the longest (its conversation is
 /// the least likely to come back).
-fn evict_other_idle(st: &mut PoolState, tenant: u128) {
+fn evict_other_idle(st: &mut PoolState, tenant: u128) -> bool {
     let victim = st
         .sockets
         .iter()
@@ -416,8 +460,7 @@ fn evict_other_idle(st: &mut PoolState, tenant: u128) {
         })
         .min()
         .map(|(_, id)| id);
-    if let Some(id) = victim {
-        debug!(socket = id, "closing another tenant's idle socket for room");
-        st.sockets.remove(&id);
-    }
+    let Some(id) = victim else { return false };
+    debug!(socket = id, "closing another tenant's idle socket for room");
+    st.sockets.remove(&id).is_some()
 }

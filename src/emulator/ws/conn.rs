@@ -220,12 +220,13 @@ where
     }
 
     /// Plays the turn's steps; returns whether `response.completed` went out.
-    /// Events due at the same instant are queued and written together: the
-    /// queue is flushed before every pause and at the end.
+    /// The first event leaves at once (the server acknowledges the request);
+    /// later events due at the same instant are queued and written together:
+    /// the queue is flushed before every pause and at the end.
     async fn play(&mut self, turn: &turn::Turn) -> (bool, Flow) {
         let mut completed = false;
-        for step in turn.steps(&self.shared.config.cost) {
-            if !step.delay.is_zero() {
+        for (i, step) in turn.steps(&self.shared.config.cost).into_iter().enumerate() {
+            if i == 1 || !step.delay.is_zero() {
                 if self.sink.flush().await.is_err() {
                     return (completed, Flow::Stop);
                 }
