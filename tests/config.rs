@@ -174,3 +174,84 @@ fn binary_prints_the_bound_address_for_port_zero() {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn worker_threads_reads_from_env_and_refuses_a_negative() {
+    let env = vec![("TETHER_SERVER_WORKER_THREADS".to_string(), "1".to_string())];
+    let c = config::load(None, env, &Overrides::default()).unwrap();
+    assert_eq!(c.server.worker_threads, 1);
+    let env = vec![("TETHER_SERVER_WORKER_THREADS".to_string(), "-2".to_string())];
+    let Err(ConfigError::Invalid(errors)) = config::load(None, env, &Overrides::default()) else {
+        panic!("expected a field error");
+    };
+    assert_eq!(errors[0].field, "TETHER_SERVER_WORKER_THREADS", "{errors:?}");
+}
+
+/// A child process killed when dropped (also when a test fails midway).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `tether` with `args` and `env`; returns it and the address it printed.
+fn spawn_listening(args: &[&str], env: &[(&str, &str)]) -> (Killed, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("TETHER_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn tether"),
+    );
+    let mut line = String::new();
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("read the address line");
+    let addr = line.split_whitespace().find_map(|w| w.parse().ok()).expect(&line);
+    (child, addr)
+}
+
+/// With `server.worker_threads = 1` (a single-threaded runtime) the binary
+/// serves managed turns end to end: a fresh turn, then its continuation.
+#[test]
+fn one_worker_thread_serves_managed_turns() {
+    use std::io::{Read, Write};
+    let (_emu, emu_addr) = spawn_listening(&["emulate", "--listen", "127.0.0.1:0"], &[]);
+    let upstream = format!("http://{emu_addr}/v1");
+    let (_proxy, addr) = spawn_listening(
+        &["--listen", "127.0.0.1:0", "--upstream", &upstream],
+        &[("TETHER_SERVER_WORKER_THREADS", "1"), ("TETHER_UPSTREAM_API_KEY_ENV", "TETHER_TEST_NO_KEY")],
+    );
+    let post = |body: &serde_json::Value| -> (String, serde_json::Value) {
+        let body = body.to_string();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /v1/responses HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+             authorization: Bearer sk-test\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (head, json) = out.split_once("\r\n\r\n").expect(&out);
+        (head.to_ascii_lowercase(), serde_json::from_str(json).expect(json))
+    };
+    let script = serde_json::json!({"emulator_script": "tools=0,answer=20"});
+    let mut input = vec![serde_json::json!({"role": "user", "content": "hi"})];
+    let first = serde_json::json!({"model": "m", "input": input, "metadata": script});
+    let (head, resp) = post(&first);
+    assert!(head.starts_with("http/1.1 200") && head.contains("x-tether-route: fresh"), "{head}");
+    assert_eq!(resp["status"], "completed");
+    input.extend(resp["output"].as_array().unwrap().iter().cloned());
+    input.push(serde_json::json!({"role": "user", "content": "more"}));
+    let (head, resp) = post(&serde_json::json!({"model": "m", "input": input, "metadata": script}));
+    assert!(head.contains("x-tether-route: continue"), "{head}");
+    assert_eq!(resp["status"], "completed");
+}
