@@ -157,22 +157,13 @@ fn check_config_accepts_the_repo_file() {
 
 #[test]
 fn binary_prints_the_bound_address_for_port_zero() {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:9/v1"])
-        .env_remove("TETHER_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr: std::net::SocketAddr = line.trim().strip_prefix("listening on ").expect(&line).parse().unwrap();
+    let (mut child, addr) =
+        spawn_listening(&["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:9/v1"], &[]);
     assert_ne!(addr.port(), 0);
     assert!(std::net::TcpStream::connect(addr).is_ok());
     // SIGTERM: a graceful stop with exit code 0.
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
 
 #[test]
@@ -197,7 +188,8 @@ impl Drop for Killed {
     }
 }
 
-/// Spawns `tether` with `args` and `env`; returns it and the address it printed.
+/// Spawns `tether` with `args` and `env`; returns it and the address of its
+/// first line, `listening on ADDR`.
 fn spawn_listening(args: &[&str], env: &[(&str, &str)]) -> (Killed, std::net::SocketAddr) {
     use std::io::BufRead;
     let mut child = Killed(
@@ -213,7 +205,7 @@ fn spawn_listening(args: &[&str], env: &[(&str, &str)]) -> (Killed, std::net::So
     let mut line = String::new();
     let stdout = child.0.stdout.take().expect("piped stdout");
     std::io::BufReader::new(stdout).read_line(&mut line).expect("read the address line");
-    let addr = line.split_whitespace().find_map(|w| w.parse().ok()).expect(&line);
+    let addr = line.trim().strip_prefix("listening on ").expect(&line).parse().expect(&line);
     (child, addr)
 }
 

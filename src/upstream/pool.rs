@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::shared::SocketHandle;
+use super::shared::{SocketHandle, State};
 use super::{Credentials, Lease, SocketId, UpstreamError, WsSettings, connect, spawn_socket, tenant_short};
 
 /// What the session store may learn about a socket.
@@ -82,9 +82,9 @@ struct Entry {
 /// What [`PoolState::survey`] saw of one tenant's sockets.
 #[derive(Debug, Default)]
 struct Survey {
-    /// The tenant's sockets.
+    /// The tenant's sockets, handshakes under way included.
     mine: usize,
-    /// All sockets.
+    /// All sockets, handshakes under way included.
     total: usize,
     /// An idle socket of the tenant with an empty cache.
     cold: Option<SocketId>,
@@ -137,13 +137,11 @@ impl PoolState {
     /// `max_age` (dropping the pool's handle ends an idle task with a normal
     /// close), and notes what a checkout for `tenant` needs.
     fn survey(&mut self, tenant: Option<u128>, max_age: Duration) -> Survey {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         let mut v = Survey::default();
         self.sockets.retain(|id, e| {
             let s = e.handle.shared.lock();
-            let young = now.saturating_duration_since(e.handle.shared.opened_at) < max_age;
-            // Kept: alive, and either young or still in use.
-            let keep = s.dead.is_none() && (young || s.busy());
+            let keep = !spent(e, &s, now, max_age);
             if keep && Some(e.handle.shared.tenant) == tenant {
                 v.mine += 1;
                 if !s.busy() {
@@ -155,8 +153,15 @@ impl PoolState {
             }
             keep
         });
-        v.total = self.sockets.len();
+        (v.mine, v.total) = self.with_connecting(tenant, v.mine, self.sockets.len());
         v
+    }
+
+    /// `mine` and `total` plus the handshakes under way (for `tenant`, and in all).
+    fn with_connecting(&self, tenant: Option<u128>, mine: usize, total: usize) -> (usize, usize) {
+        let connecting: usize = self.connecting.values().sum();
+        let own = tenant.and_then(|t| self.connecting.get(&t)).copied().unwrap_or(0);
+        (mine + own, total + connecting)
     }
 
     /// Leases socket `id` if it is still idle.
@@ -176,10 +181,8 @@ impl PoolState {
     }
 
     fn count(&self, tenant: u128) -> (usize, usize) {
-        let connecting: usize = self.connecting.values().sum();
-        let mine = self.sockets.values().filter(|e| e.handle.shared.tenant == tenant).count()
-            + self.connecting.get(&tenant).copied().unwrap_or(0);
-        (mine, self.sockets.len() + connecting)
+        let mine = self.sockets.values().filter(|e| e.handle.shared.tenant == tenant).count();
+        self.with_connecting(Some(tenant), mine, self.sockets.len())
     }
 }
 
@@ -248,11 +251,7 @@ impl UpstreamPool {
         if entry.handle.shared.tenant != tenant {
             return Err(UpstreamError::Gone);
         }
-        let spent = {
-            let s = entry.handle.shared.lock();
-            s.dead.is_some() || (!s.busy() && entry.handle.shared.age() >= self.inner.settings.max_age)
-        };
-        if spent {
+        if spent(entry, &entry.handle.shared.lock(), Instant::now(), self.inner.settings.max_age) {
             st.sockets.remove(&id);
             return Err(UpstreamError::Gone);
         }
@@ -270,10 +269,8 @@ impl UpstreamPool {
         if let Some(lease) = st.lease(survey.cold) {
             return Ok(Pick::Lease(lease));
         }
-        let connecting: usize = st.connecting.values().sum();
-        let mine = survey.mine + st.connecting.get(&tenant).copied().unwrap_or(0);
-        if mine < s.per_tenant {
-            let mut total = survey.total + connecting;
+        if survey.mine < s.per_tenant {
+            let mut total = survey.total;
             if total >= s.total && evict_other_idle(&mut st, tenant) {
                 total -= 1;
             }
@@ -443,6 +440,12 @@ impl UpstreamPool {
         }
         self.inner.notify.notify_waiters();
     }
+}
+
+/// Whether the pool should forget `e` (state `s`): dead, or idle past `max_age`.
+fn spent(e: &Entry, s: &State, now: Instant, max_age: Duration) -> bool {
+    let aged = now.saturating_duration_since(e.handle.shared.opened_at) >= max_age;
+    s.dead.is_some() || (aged && !s.busy())
 }
 
 /// Closes one idle socket of another tenant to free a global slot.
