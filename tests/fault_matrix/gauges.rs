@@ -48,6 +48,22 @@ pub(crate) async fn scrape(url: &str) -> Check<Scrape> {
     Ok(s)
 }
 
+/// Polls `/metrics` until no upstream socket is busy: a socket whose client
+/// hung up is drained (its response read to the end) before it serves again,
+/// and the emulator counts a response completed when it sends the last frame,
+/// before tether has read it. Fails after [`SETTLE`].
+pub(crate) async fn drained(url: &str) -> Check {
+    let until = Instant::now() + SETTLE;
+    loop {
+        let s = scrape(url).await?;
+        if s.sockets_busy == Some(0) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < until, "a socket was still busy {SETTLE:?} after the hang-up: {s:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The resting state tether must reach once no client is active.
 #[derive(Debug)]
 pub(crate) struct Rest {

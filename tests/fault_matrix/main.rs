@@ -65,7 +65,7 @@ use client::{
     ok_turn, send,
 };
 use common::Conversation;
-use gauges::{Rest, scrape, settle};
+use gauges::{Rest, drained, scrape, settle};
 use table::{Cell, Expect, KINDS, Kind, Outcome, Position, Then};
 
 /// What one cell found, for the summary.
@@ -125,6 +125,7 @@ async fn drive(
     // The faulted turn.
     if let Outcome::HungUp = expect.outcome {
         hang_up(&c, &mut sent, emu).await.map_err(|e| format!("faulted turn: {e}"))?;
+        drained(&metrics).await?;
     } else {
         faulted_turn(cell, expect, &mut c, &mut sent, &mut report)
             .await
