@@ -185,6 +185,46 @@ fn chunks(text: &str, size: usize) -> Vec<&str> {
     out
 }
 
+/// The text of an event or object as the service writes it: in every
+/// object `type` leads, then `id`, then the other members. Clients and
+/// tether may sniff the leading `{"type":"…"` instead of parsing a frame,
+/// so the emulator keeps the service's order rather than `Value`'s
+/// alphabetical one.
+pub(crate) fn wire_text(value: &Value) -> String {
+    serde_json::to_string(&Wire(value)).unwrap_or_else(|_| value.to_string())
+}
+
+struct Wire<'a>(&'a Value);
+
+impl serde::Serialize for Wire<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(map) => {
+                let mut m = s.serialize_map(Some(map.len()))?;
+                let leading = ["type", "id"];
+                for key in leading {
+                    if let Some(v) = map.get(key) {
+                        m.serialize_entry(key, &Wire(v))?;
+                    }
+                }
+                for (k, v) in map.iter().filter(|(k, _)| !leading.contains(&k.as_str())) {
+                    m.serialize_entry(k, &Wire(v))?;
+                }
+                m.end()
+            }
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    seq.serialize_element(&Wire(v))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +255,17 @@ mod tests {
                 "response.completed",
             ]
         );
+    }
+
+    #[test]
+    fn wire_text_leads_with_type_then_id_at_every_level() {
+        let event = json!({"sequence_number": 3, "type": "response.completed",
+            "response": {"object": "response", "id": "resp_1", "output": [{"status": "completed", "id": "msg_1", "type": "message"}]}});
+        let text = wire_text(&event);
+        assert_eq!(
+            text,
+            r#"{"type":"response.completed","response":{"id":"resp_1","object":"response","output":[{"type":"message","id":"msg_1","status":"completed"}]},"sequence_number":3}"#
+        );
+        assert_eq!(serde_json::from_str::<Value>(&text).expect("valid JSON"), event);
     }
 }

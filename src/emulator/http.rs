@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::cost::pause;
 use super::error::ApiError;
+use super::events;
 use super::server::{Body, error_response, full, json_response};
 use super::state::{Shared, Transport};
 use super::steps::Action;
@@ -130,7 +131,7 @@ fn reply_sse(shared: Arc<Shared>, turn: Turn) -> Response<Body> {
 
 fn sse(event: &Value) -> Bytes {
     let kind = event.get("type").and_then(Value::as_str).unwrap_or("message");
-    Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
+    Bytes::from(format!("event: {kind}\ndata: {}\n\n", events::wire_text(event)))
 }
 
 fn fail(shared: &Shared, error: &ApiError) -> Response<Body> {

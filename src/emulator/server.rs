@@ -120,7 +120,7 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// A JSON response with the given status.
 pub(crate) fn json_response(status: u16, value: &Value) -> Response<Body> {
-    let mut response = Response::new(full(value.to_string()));
+    let mut response = Response::new(full(super::events::wire_text(value)));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::super::cost::pause;
 use super::super::error::ApiError;
+use super::super::events;
 use super::super::state::{Held, Shared, Transport};
 use super::super::steps::Action;
 use super::super::turn;
@@ -123,13 +124,13 @@ where
     W: Sink<Message, Error = WsError> + Unpin,
 {
     async fn send_json(&mut self, value: &Value) -> Result<(), WsError> {
-        self.sink.send(Message::text(value.to_string())).await
+        self.sink.send(Message::text(events::wire_text(value))).await
     }
 
     /// Queues a frame without writing it: frames ready at the same instant
     /// leave in one write, as a server's buffered writer would send them.
     async fn queue_json(&mut self, value: &Value) -> Result<(), WsError> {
-        self.sink.feed(Message::text(value.to_string())).await
+        self.sink.feed(Message::text(events::wire_text(value))).await
     }
 
     async fn close(&mut self, code: u16, reason: &str) -> Result<(), WsError> {
