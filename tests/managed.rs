@@ -183,3 +183,39 @@ async fn string_input_and_client_managed_chaining_work() {
     assert_eq!(second["previous_response_id"], id, "the client sees its own previous_response_id");
     assert_eq!(emu.stats().errors, 0);
 }
+
+/// Spares are on by default: after a tenant's first turn a spare socket is
+/// opened in the background, and the tenant's next new conversation starts
+/// on it instead of waiting for a handshake; the spare is then replaced.
+#[tokio::test]
+async fn a_new_conversation_starts_on_the_spare_socket() {
+    let (emu, t) = common::emulator_and_tether(tether::emulator::EmulatorConfig::default(), |c| {
+        c.pool.spares_per_tenant = tether::config::Config::default().pool.spares_per_tenant;
+    })
+    .await;
+    let mut a = common::Conversation::new(&t.base(), "sk-spare", false);
+    assert_eq!(a.turn().await.route.as_deref(), Some("fresh"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while emu.stats().ws_connections < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no spare socket was opened");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut b = common::Conversation::new(&t.base(), "sk-spare", false);
+    b.input[1]["content"][0]["text"] = serde_json::json!("another task entirely");
+    assert_eq!(b.turn().await.route.as_deref(), Some("fresh"));
+    let (_, doc) = common::get(&format!("http://{}/debug/sessions", t.addr)).await;
+    let doc: serde_json::Value = serde_json::from_slice(&doc).expect("json");
+    let mut sockets: Vec<u64> = doc["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| s["socket"].as_u64().expect("id"))
+        .collect();
+    sockets.sort_unstable();
+    // Socket 1 served A; the spare (2) was open before B arrived and served it.
+    assert_eq!(sockets, [1, 2], "{doc}");
+    while emu.stats().ws_connections < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the spare was not replaced");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -293,6 +293,37 @@ async fn at_the_total_limit_the_socket_idle_the_longest_is_closed() -> anyhow::R
 }
 
 #[tokio::test]
+async fn at_the_tenant_limit_a_fresh_turn_takes_the_socket_idle_the_longest() -> anyhow::Result<()> {
+    let srv = server(None).await?;
+    let mut s = settings(&srv.url);
+    s.per_tenant = 3;
+    let pool = UpstreamPool::new(s);
+    // Three warm sockets (each holds a response), freed in the order 1, 2, 0.
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        let mut l = pool.checkout(0xA, &creds("ka"), None).await?;
+        turn(&mut l).await?;
+        leases.push(l);
+    }
+    let ids: Vec<_> = leases.iter().map(|l| l.id()).collect();
+    let mut leases: Vec<Option<_>> = leases.into_iter().map(Some).collect();
+    for i in [1, 2, 0] {
+        drop(leases[i].take());
+        let id = ids[i];
+        assert!(eventually(|| matches!(pool.status(id), SocketSnapshot::Idle { .. })).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // No room for a fourth: the fresh turn takes the one idle the longest (1),
+    // then the next (2); the most recently used (0) is kept for its conversation.
+    let first = pool.checkout(0xA, &creds("ka"), None).await?;
+    assert_eq!(first.id(), ids[1]);
+    let second = pool.checkout(0xA, &creds("ka"), None).await?;
+    assert_eq!(second.id(), ids[2]);
+    assert!(matches!(pool.status(ids[0]), SocketSnapshot::Idle { latest_response_id: Some(_), .. }));
+    Ok(())
+}
+
+#[tokio::test]
 async fn max_age_rotates_between_turns() -> anyhow::Result<()> {
     let srv = server(None).await?;
     let mut s = settings(&srv.url);

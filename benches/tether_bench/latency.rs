@@ -102,6 +102,7 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
 pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
     let tether = Child::start(&upstream, &[])?;
+    let warm = turns.min(80);
     let unpaced = common::agent_turn(20, 8_000, true, "tools=0,answer=4096,delta=64");
     let mut paced = unpaced.clone();
     paced["metadata"]["emulator_fault"] = json!("slow=2");
@@ -114,14 +115,20 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let urls = [format!("{upstream}/responses"), format!("http://{}/v1/responses", tether.addr)];
     for (i, url) in urls.iter().enumerate() {
         let (mut ttfe, mut gaps) = (Vec::new(), Vec::new());
-        stream_once(&c, url, unpaced.clone()).await?;
+        // Every turn here is a new conversation to tether (the same request
+        // again, without the last answer): it opens a socket for each, in
+        // the background thanks to its spare, until `pool.per_tenant` (64).
+        // Warm up past that, so measured turns meet the pool at rest.
+        for _ in 0..warm {
+            stream_once(&c, url, unpaced.clone()).await?;
+        }
         for _ in 0..turns {
             ttfe.push(stream_once(&c, url, unpaced.clone()).await?.0);
         }
         if i == 1 {
             // tether's records: time before sending upstream, and upstream's
             // own time to first event, per turn.
-            for _ in 0..=turns {
+            for _ in 0..warm + turns {
                 let r = tap.next(Duration::from_secs(10)).await?;
                 let ms = |k: &str| Duration::from_secs_f64(r[k].as_f64().unwrap_or(0.0) / 1e3);
                 own.push((ms("prepare_ms"), ms("ttfe_ms")));
@@ -141,12 +148,12 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let (mut dt, mut dg) = sides.remove(0);
     let (mut tt, mut tg) = sides.remove(0);
     let p = common::pct_us;
-    own.remove(0);
+    own.drain(..warm);
     // tether's own share of each measured turn: its TTFE minus the upstream's.
     let mut share: Vec<Duration> = tt.iter().zip(&own).map(|(t, (_, up))| t.saturating_sub(*up)).collect();
     let (mut prep, mut up): (Vec<Duration>, Vec<Duration>) = own.into_iter().unzip();
     Ok(json!({
-        "turns": turns, "paced_turns": turns.div_ceil(10), "events_per_turn": dg.len() / turns.div_ceil(10).max(1) + 1,
+        "turns": turns, "warm_up_turns": warm, "paced_turns": turns.div_ceil(10), "events_per_turn": dg.len() / turns.div_ceil(10).max(1) + 1,
         "direct_ttfe_p50_us": p(&mut dt, 50.0), "direct_ttfe_p99_us": p(&mut dt, 99.0),
         "tether_ttfe_p50_us": p(&mut tt, 50.0), "tether_ttfe_p99_us": p(&mut tt, 99.0),
         "added_ttfe_p50_us": p(&mut tt, 50.0) - p(&mut dt, 50.0),

@@ -136,7 +136,7 @@ fn read_all(f: &mut Fields) -> Config {
     c.pool.per_tenant = f.get("pool", "per_tenant", d.pool.per_tenant, positive);
     c.pool.total = f.get("pool", "total", d.pool.total, positive);
     c.pool.queue_timeout = f.get("pool", "queue_timeout", d.pool.queue_timeout, duration);
-    c.pool.spares_per_tenant = f.get("pool", "spares_per_tenant", 0, non_negative);
+    c.pool.spares_per_tenant = f.get("pool", "spares_per_tenant", d.pool.spares_per_tenant, non_negative);
     c.pool.ping_interval = f.get("pool", "ping_interval", d.pool.ping_interval, duration);
     c.pool.pong_timeout = f.get("pool", "pong_timeout", d.pool.pong_timeout, duration);
     c.pool.idle_timeout = f.get("pool", "idle_timeout", d.pool.idle_timeout, duration);

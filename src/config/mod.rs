@@ -145,7 +145,7 @@ impl Default for Config {
                 request_timeout: Duration::from_secs(600),
                 shutdown_grace: Duration::from_secs(30),
                 debug_remote: false,
-                worker_threads: 0,
+                worker_threads: 1,
             },
             upstream: UpstreamConfig {
                 base_url: "https://api.openai.com/v1".into(),
@@ -160,7 +160,7 @@ impl Default for Config {
                 per_tenant: 64,
                 total: 1024,
                 queue_timeout: Duration::from_secs(5),
-                spares_per_tenant: 0,
+                spares_per_tenant: 1,
                 ping_interval: Duration::from_secs(20),
                 pong_timeout: Duration::from_secs(60),
                 idle_timeout: Duration::from_secs(600),

@@ -88,7 +88,9 @@ struct Survey {
     total: usize,
     /// An idle socket of the tenant with an empty cache.
     cold: Option<SocketId>,
-    /// An idle socket of the tenant.
+    /// The tenant's idle socket unused the longest: when a fresh turn must
+    /// take a socket holding some conversation's latest response, the one
+    /// least likely to be continued.
     idle: Option<SocketId>,
 }
 
@@ -139,13 +141,16 @@ impl PoolState {
     fn survey(&mut self, tenant: Option<u128>, max_age: Duration) -> Survey {
         let now = Instant::now();
         let mut v = Survey::default();
+        let mut lru: Option<(Option<std::time::Instant>, SocketId)> = None;
         self.sockets.retain(|id, e| {
             let s = e.handle.shared.lock();
             let keep = !spent(e, &s, now, max_age);
             if keep && Some(e.handle.shared.tenant) == tenant {
                 v.mine += 1;
                 if !s.busy() {
-                    v.idle.get_or_insert(*id);
+                    if lru.is_none_or(|l| (s.idle_since, *id) < l) {
+                        lru = Some((s.idle_since, *id));
+                    }
                     if s.latest.is_none() {
                         v.cold.get_or_insert(*id);
                     }
@@ -153,6 +158,7 @@ impl PoolState {
             }
             keep
         });
+        v.idle = lru.map(|(_, id)| id);
         (v.mine, v.total) = self.with_connecting(tenant, v.mine, self.sockets.len());
         v
     }

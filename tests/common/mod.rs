@@ -41,6 +41,10 @@ pub fn config_for(upstream: &str) -> Config {
     c.upstream.base_url = upstream.trim_end_matches('/').to_string();
     c.upstream.ws_url = String::new();
     c.upstream.api_key_env = "TETHER_TEST_NO_SUCH_KEY".into();
+    // Tests count upstream connections exactly; a spare opened in the
+    // background would blur the count. Spares (on by default) have tests
+    // of their own that turn them back on.
+    c.pool.spares_per_tenant = 0;
     c.with_derived()
 }
 
