@@ -53,18 +53,20 @@ pub mod names {
     pub const EVENTS_DROPPED: &str = "tether_debug_events_dropped";
 }
 
-type Labels = Vec<(&'static str, String)>;
+/// Label sets are static strings in fixed-size arrays: counting a turn
+/// allocates nothing.
+type Labels<const N: usize> = [(&'static str, &'static str); N];
 
 /// The registry and its metrics.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<Labels, Counter>,
+    requests: Family<Labels<2>, Counter>,
     client_bytes: Counter,
     upstream_bytes: Counter,
     bytes_saved: Counter,
-    recoveries: Family<Labels, Counter>,
-    fallbacks: Family<Labels, Counter>,
-    outcomes: Family<Labels, Counter>,
+    recoveries: Family<Labels<1>, Counter>,
+    fallbacks: Family<Labels<1>, Counter>,
+    outcomes: Family<Labels<1>, Counter>,
     sockets_open: Gauge,
     sockets_opened: Gauge,
     sockets_busy: Gauge,
@@ -162,21 +164,19 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one finished turn.
     pub fn observe(&self, r: &TurnRecord) {
-        let reason = r.reason.unwrap_or("").to_string();
-        self.requests
-            .get_or_create(&vec![("plan", r.route.label().to_string()), ("reason", reason.clone())])
-            .inc();
-        self.outcomes.get_or_create(&vec![("outcome", r.outcome.to_string())]).inc();
+        let reason = r.reason.unwrap_or("");
+        self.requests.get_or_create(&[("plan", r.route.label()), ("reason", reason)]).inc();
+        self.outcomes.get_or_create(&[("outcome", r.outcome)]).inc();
         self.client_bytes.inc_by(r.bytes_in as u64);
         self.upstream_bytes.inc_by(r.bytes_up as u64);
         if r.route == crate::proxy::record::Route::Continue {
             self.bytes_saved.inc_by(r.bytes_in.saturating_sub(r.bytes_up) as u64);
         }
         if r.route == crate::proxy::record::Route::HttpFallback {
-            self.fallbacks.get_or_create(&vec![("reason", reason)]).inc();
+            self.fallbacks.get_or_create(&[("reason", reason)]).inc();
         }
         for kind in &r.recoveries {
-            self.recoveries.get_or_create(&vec![("kind", (*kind).to_string())]).inc();
+            self.recoveries.get_or_create(&[("kind", *kind)]).inc();
         }
         if let Some(p) = r.prepare {
             self.prepare.observe(p.as_secs_f64());

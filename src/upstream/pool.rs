@@ -88,6 +88,8 @@ struct Survey {
     total: usize,
     /// An idle socket of the tenant with an empty cache.
     cold: Option<SocketId>,
+    /// How many such sockets the tenant has (spares included).
+    cold_count: usize,
     /// The tenant's idle socket unused the longest: when a fresh turn must
     /// take a socket holding some conversation's latest response, the one
     /// least likely to be continued.
@@ -153,6 +155,7 @@ impl PoolState {
                     }
                     if s.latest.is_none() {
                         v.cold.get_or_insert(*id);
+                        v.cold_count += 1;
                     }
                 }
             }
@@ -184,11 +187,6 @@ impl PoolState {
                 self.connecting.remove(&tenant);
             }
         }
-    }
-
-    fn count(&self, tenant: u128) -> (usize, usize) {
-        let mine = self.sockets.values().filter(|e| e.handle.shared.tenant == tenant).count();
-        self.with_connecting(Some(tenant), mine, self.sockets.len())
     }
 }
 
@@ -222,12 +220,11 @@ impl UpstreamPool {
         creds: &Credentials,
         prefer: Option<SocketId>,
     ) -> Result<Lease, UpstreamError> {
-        let lease = match prefer {
+        match prefer {
+            // A continuation uses no spare: nothing to top up.
             Some(id) => self.checkout_preferred(tenant, id),
             None => self.checkout_any(tenant, creds).await,
-        }?;
-        self.top_up_spares(tenant, creds);
-        Ok(lease)
+        }
     }
 
     async fn checkout_any(&self, tenant: u128, creds: &Credentials) -> Result<Lease, UpstreamError> {
@@ -236,7 +233,9 @@ impl UpstreamPool {
             let notified = self.inner.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.pick(tenant)? {
+            let (pick, spares) = self.pick(tenant)?;
+            self.open_spares(spares, creds);
+            match pick {
                 Pick::Lease(lease) => return Ok(lease),
                 Pick::Open(slot) => return self.open(slot, creds).await,
                 Pick::Wait => {
@@ -265,27 +264,44 @@ impl UpstreamPool {
         Ok(Lease::new(entry.handle.clone(), false))
     }
 
-    fn pick(&self, tenant: u128) -> Result<Pick, UpstreamError> {
+    /// One look at the pool for a fresh turn: what to lease or open, and
+    /// the slots reserved for spares to open in the background (so that,
+    /// after this checkout, `spares_per_tenant` sockets stay cold).
+    fn pick(&self, tenant: u128) -> Result<(Pick, Vec<Reservation>), UpstreamError> {
         let s = &self.inner.settings;
         let mut st = self.lock();
         if st.closed {
             return Err(UpstreamError::Gone);
         }
-        let survey = st.survey(Some(tenant), s.max_age);
+        let mut survey = st.survey(Some(tenant), s.max_age);
+        let pick = self.pick_in(&mut st, tenant, &mut survey);
+        let spares = match pick {
+            Pick::Wait => Vec::new(),
+            // The turn's own handshake is no spare.
+            Pick::Open(_) => self.reserve_spares(&mut st, tenant, &survey, 1),
+            Pick::Lease(_) => self.reserve_spares(&mut st, tenant, &survey, 0),
+        };
+        Ok((pick, spares))
+    }
+
+    fn pick_in(&self, st: &mut PoolState, tenant: u128, survey: &mut Survey) -> Pick {
+        let s = &self.inner.settings;
         if let Some(lease) = st.lease(survey.cold) {
-            return Ok(Pick::Lease(lease));
+            survey.cold_count -= 1;
+            return Pick::Lease(lease);
         }
         if survey.mine < s.per_tenant {
-            let mut total = survey.total;
-            if total >= s.total && evict_other_idle(&mut st, tenant) {
-                total -= 1;
+            if survey.total >= s.total && evict_other_idle(st, tenant) {
+                survey.total -= 1;
             }
-            if total < s.total {
-                return Ok(Pick::Open(Reservation::take(self, &mut st, tenant)));
+            if survey.total < s.total {
+                survey.mine += 1;
+                survey.total += 1;
+                return Pick::Open(Reservation::take(self, st, tenant));
             }
         }
         if let Some(lease) = st.lease(survey.idle) {
-            return Ok(Pick::Lease(lease));
+            return Pick::Lease(lease);
         }
         // The idle one seen was taken since (a tool's `Lease::take`): any other?
         let any = st
@@ -293,10 +309,26 @@ impl UpstreamPool {
             .values()
             .filter(|e| e.handle.shared.tenant == tenant)
             .find(|e| e.handle.shared.try_lease().is_ok());
-        Ok(match any {
+        match any {
             Some(e) => Pick::Lease(Lease::new(e.handle.clone(), false)),
             None => Pick::Wait,
-        })
+        }
+    }
+
+    /// Reserves slots for spares until the tenant has `spares_per_tenant`
+    /// cold sockets (handshakes under way count), within the limits.
+    fn reserve_spares(
+        &self,
+        st: &mut PoolState,
+        tenant: u128,
+        survey: &Survey,
+        own_handshake: usize,
+    ) -> Vec<Reservation> {
+        let s = &self.inner.settings;
+        let connecting = st.connecting.get(&tenant).copied().unwrap_or(0).saturating_sub(own_handshake);
+        let want = s.spares_per_tenant.saturating_sub(survey.cold_count + connecting);
+        let room = s.per_tenant.saturating_sub(survey.mine).min(s.total.saturating_sub(survey.total));
+        (0..want.min(room)).map(|_| Reservation::take(self, st, tenant)).collect()
     }
 
     /// Opens a socket in a slot `pick` reserved.
@@ -331,41 +363,13 @@ impl UpstreamPool {
         Ok(lease)
     }
 
-    /// Opens spare sockets in the background until `tenant` has
-    /// `spares_per_tenant` idle sockets with an empty cache, within limits.
-    fn top_up_spares(&self, tenant: u128, creds: &Credentials) {
-        let s = &self.inner.settings;
-        if s.spares_per_tenant == 0 {
-            return;
-        }
-        let mut opening = Vec::new();
-        {
-            let mut st = self.lock();
-            if st.closed {
-                return;
-            }
-            let cold = st
-                .sockets
-                .values()
-                .filter(|e| e.handle.shared.tenant == tenant)
-                .filter(|e| {
-                    let s = e.handle.shared.lock();
-                    !s.busy() && s.latest.is_none() && s.dead.is_none()
-                })
-                .count();
-            let connecting = st.connecting.get(&tenant).copied().unwrap_or(0);
-            for _ in (cold + connecting)..s.spares_per_tenant {
-                let (mine, total) = st.count(tenant);
-                if mine >= s.per_tenant || total >= s.total {
-                    break;
-                }
-                opening.push(Reservation::take(self, &mut st, tenant));
-            }
-        }
-        for slot in opening {
+    /// Opens the spares `pick` reserved slots for, in the background.
+    fn open_spares(&self, slots: Vec<Reservation>, creds: &Credentials) {
+        for slot in slots {
             let pool = self.clone();
             let creds = creds.clone();
             tokio::spawn(async move {
+                let tenant = slot.tenant;
                 // Dropping the new lease leaves the socket idle: a spare.
                 if let Ok(lease) = pool.open(slot, &creds).await {
                     debug!(socket = lease.id(), tenant = %tenant_short(tenant), "spare socket open");
