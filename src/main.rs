@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             report(runtime().block_on(async move { tether::tail::run(&url, &mut std::io::stdout()).await }))
         }
         Command::Emulate { profile } => {
-            tether::telemetry::init(&config::Config::default().log);
+            let _logs = tether::telemetry::init(&config::Config::default().log);
             let global = cli.global.clone();
             report(runtime().block_on(async move { run_emulator(&global, &profile).await }))
         }
@@ -101,7 +101,7 @@ fn runtime_with(threads: usize) -> tokio::runtime::Runtime {
 }
 
 fn run_serve(config: Config) -> ExitCode {
-    tether::telemetry::init(&config.log);
+    let _logs = tether::telemetry::init(&config.log);
     runtime_with(config.server.worker_threads).block_on(async move {
         let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
             Ok(l) => l,

@@ -27,21 +27,36 @@ pub fn filter(level: &str) -> EnvFilter {
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Keeps the log writer's thread alive; dropping it flushes what is queued.
+/// Hold it for as long as the process logs (in `main`).
+#[must_use = "dropping the guard stops logging"]
+pub struct LogGuard {
+    _worker: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
 /// Installs the global subscriber. Safe to call more than once (later calls
 /// are ignored), so tests and subcommands can call it freely.
-pub fn init(log: &LogConfig) {
+///
+/// Lines are formatted where they are logged but written to stderr by a
+/// thread of their own: a turn never waits for a slow log sink (a full pipe,
+/// a busy journald). If that thread falls behind by more than its buffer,
+/// lines are dropped rather than requests slowed.
+pub fn init(log: &LogConfig) -> LogGuard {
     let filter = filter(&log.level);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("tether-log")
+        .finish(std::io::stderr());
     // A log sink that fails (disk full, closed pipe) must not fail requests:
     // by default tracing-subscriber reports a failed write with `eprintln!`,
     // which panics when stderr itself is the sink that failed.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .log_internal_errors(false);
-    let _ = match log.format {
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).log_internal_errors(false);
+    let installed = match log.format {
         LogFormat::Plain => builder.with_target(false).try_init(),
         LogFormat::Json => {
             builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init()
         }
     };
+    LogGuard { _worker: installed.is_ok().then_some(guard) }
 }
