@@ -39,11 +39,15 @@ pub struct LogGuard {
 ///
 /// Lines are formatted where they are logged but written to stderr by a
 /// thread of their own: a turn never waits for a slow log sink (a full pipe,
-/// a busy journald). If that thread falls behind by more than its buffer,
-/// lines are dropped rather than requests slowed.
+/// a busy journald). If that thread falls behind by more than its queue
+/// (8,192 lines), lines are dropped rather than requests slowed.
 pub fn init(log: &LogConfig) -> LogGuard {
     let filter = filter(&log.level);
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        // The queue is allocated whole up front: 8,192 lines (~260 KB) rides
+        // out a sink stalled for seconds at thousands of turns a second; the
+        // crate's default (128,000) would hold ~4 MB from the start.
+        .buffered_lines_limit(8_192)
         .lossy(true)
         .thread_name("tether-log")
         .finish(std::io::stderr());
