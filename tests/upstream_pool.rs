@@ -149,6 +149,30 @@ async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Opens three sockets for `tenant`, runs a turn on each (so each holds a
+/// response), then frees them in `order`, a few ms apart; returns their ids
+/// in opening order.
+async fn warm_sockets_freed_in_order(
+    pool: &UpstreamPool,
+    tenant: u128,
+    order: [usize; 3],
+) -> anyhow::Result<Vec<u64>> {
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        let mut l = pool.checkout(tenant, &creds("ka"), None).await?;
+        turn(&mut l).await?;
+        leases.push(Some(l));
+    }
+    let ids: Vec<_> = leases.iter().flatten().map(|l| l.id()).collect();
+    for i in order {
+        drop(leases[i].take());
+        let id = ids[i];
+        assert!(eventually(|| matches!(pool.status(id), SocketSnapshot::Idle { .. })).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(ids)
+}
+
 #[tokio::test]
 async fn turn_then_continue_on_same_socket() -> anyhow::Result<()> {
     let srv = server(None).await?;
@@ -268,20 +292,7 @@ async fn at_the_total_limit_the_socket_idle_the_longest_is_closed() -> anyhow::R
     s.total = 3;
     let pool = UpstreamPool::new(s);
     // Tenant A: three warm sockets, freed in the order 2, 0, 1.
-    let mut leases = Vec::new();
-    for _ in 0..3 {
-        let mut l = pool.checkout(0xA, &creds("ka"), None).await?;
-        turn(&mut l).await?;
-        leases.push(l);
-    }
-    let ids: Vec<_> = leases.iter().map(|l| l.id()).collect();
-    let mut leases: Vec<Option<_>> = leases.into_iter().map(Some).collect();
-    for i in [2, 0, 1] {
-        drop(leases[i].take());
-        let id = ids[i];
-        assert!(eventually(|| matches!(pool.status(id), SocketSnapshot::Idle { .. })).await);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let ids = warm_sockets_freed_in_order(&pool, 0xA, [2, 0, 1]).await?;
     // Tenant B needs room: the socket idle the longest (2) goes, the others stay.
     let b = pool.checkout(0xB, &creds("kb"), None).await?;
     assert_eq!(pool.status(ids[2]), SocketSnapshot::Gone);
@@ -299,20 +310,7 @@ async fn at_the_tenant_limit_a_fresh_turn_takes_the_socket_idle_the_longest() ->
     s.per_tenant = 3;
     let pool = UpstreamPool::new(s);
     // Three warm sockets (each holds a response), freed in the order 1, 2, 0.
-    let mut leases = Vec::new();
-    for _ in 0..3 {
-        let mut l = pool.checkout(0xA, &creds("ka"), None).await?;
-        turn(&mut l).await?;
-        leases.push(l);
-    }
-    let ids: Vec<_> = leases.iter().map(|l| l.id()).collect();
-    let mut leases: Vec<Option<_>> = leases.into_iter().map(Some).collect();
-    for i in [1, 2, 0] {
-        drop(leases[i].take());
-        let id = ids[i];
-        assert!(eventually(|| matches!(pool.status(id), SocketSnapshot::Idle { .. })).await);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let ids = warm_sockets_freed_in_order(&pool, 0xA, [1, 2, 0]).await?;
     // No room for a fourth: the fresh turn takes the one idle the longest (1),
     // then the next (2); the most recently used (0) is kept for its conversation.
     let first = pool.checkout(0xA, &creds("ka"), None).await?;
