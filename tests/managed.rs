@@ -195,8 +195,14 @@ async fn a_new_conversation_starts_on_the_spare_socket() {
     .await;
     let mut a = common::Conversation::new(&t.base(), "sk-spare", false);
     assert_eq!(a.turn().await.route.as_deref(), Some("fresh"));
+    // Wait for tether's pool itself to hold the spare (the emulator counts an
+    // upgrade before tether has read its answer).
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while emu.stats().ws_connections < 2 {
+    let metrics = format!("http://{}/metrics", t.addr);
+    while !String::from_utf8_lossy(&common::get(&metrics).await.1)
+        .lines()
+        .any(|l| l == "tether_upstream_sockets_open 2")
+    {
         assert!(tokio::time::Instant::now() < deadline, "no spare socket was opened");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
