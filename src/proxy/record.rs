@@ -41,8 +41,10 @@ pub struct TurnRecord {
     pub route: Route,
     /// Why it was not a continuation (label), when it was not.
     pub reason: Option<&'static str>,
-    /// Human detail of the reason (e.g. "diverged at item 7: function_call_output vs message").
-    pub detail: Option<String>,
+    /// The reason in full, shown as its human detail (e.g. "diverged at item
+    /// 7: function_call_output vs message"); formatted only when the record
+    /// is logged or published.
+    pub detail: Option<crate::session::FreshReason>,
     /// Items the client sent.
     pub items_in: usize,
     /// Items sent upstream.
@@ -78,7 +80,7 @@ impl TurnRecord {
             "tenant": self.tenant,
             "plan": self.route.label(),
             "reason": self.reason,
-            "detail": self.detail,
+            "detail": self.detail.map(|d| d.to_string()),
             "items_in": self.items_in,
             "items_up": self.items_up,
             "bytes_in": self.bytes_in,
@@ -110,7 +112,7 @@ impl TurnRecord {
             tenant = %self.tenant,
             plan = self.route.label(),
             reason = self.reason.unwrap_or(""),
-            detail = self.detail.as_deref().unwrap_or(""),
+            detail = %self.detail.map(|d| d.to_string()).unwrap_or_default(),
             items_in = self.items_in,
             items_up = self.items_up,
             bytes_in = self.bytes_in,

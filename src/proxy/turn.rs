@@ -145,7 +145,7 @@ impl<'a> Turn<'a> {
             Plan::Fresh { reason } => {
                 self.set_route(Route::Fresh);
                 self.record.reason = Some(if unhashable { "unhashable_input" } else { reason.label() });
-                self.record.detail = Some(reason.to_string());
+                self.record.detail = Some(*reason);
             }
         }
     }
@@ -171,7 +171,7 @@ impl<'a> Turn<'a> {
             self.set_route(Route::Fresh);
         }
         self.record.reason = Some(reason.label());
-        self.record.detail = Some(reason.to_string());
+        self.record.detail = Some(reason);
     }
 
     /// checkout -> send -> translate -> commit, with recovery.
