@@ -102,13 +102,7 @@ impl Child {
 
     /// CPU time (user + system) it has used so far, in microseconds.
     pub fn cpu_us(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        // The fields after the command name (which may hold spaces) start after ") ";
-        // utime and stime are fields 14 and 15 of the line, 11 and 12 of those.
-        let rest = stat.rsplit_once(") ").map_or("", |x| x.1);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) * 1e6 / clock_ticks_per_second()
+        usage(self.pid).cpu_us
     }
 
     /// Resident memory now, in MB.
@@ -170,6 +164,52 @@ impl Drop for Child {
             let _ = self.proc.wait();
         }
     }
+}
+
+/// What a process and its direct children (nginx's worker) have used so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// CPU time, user + system, in microseconds (10 ms resolution).
+    pub cpu_us: f64,
+    /// Context switches of all their threads, voluntary or not.
+    pub switches: u64,
+}
+
+impl Usage {
+    /// Per unit of `n` since `before`: (CPU µs, context switches).
+    pub fn per(self, before: Usage, n: usize) -> (f64, f64) {
+        let n = n.max(1) as f64;
+        ((self.cpu_us - before.cpu_us) / n, (self.switches - before.switches) as f64 / n)
+    }
+}
+
+/// [`Usage`] of `pid` and its direct children, from `/proc`.
+pub fn usage(pid: u32) -> Usage {
+    let mut pids = vec![pid];
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    let hz = clock_ticks_per_second();
+    let mut u = Usage::default();
+    for p in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(") ").map_or("", |x| x.1);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        u.cpu_us += (ticks(11) + ticks(12)) * 1e6 / hz;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            u.switches += status
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    u
 }
 
 /// USER_HZ (`getconf CLK_TCK`): 100 on every Linux this runs on.

@@ -60,7 +60,15 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     }
     let warm = requests / 10 + 10;
     let mut lat: Vec<Vec<Duration>> = vec![Vec::with_capacity(requests); paths.len()];
+    // CPU and context switches of the proxies over the measured requests.
+    let pids: Vec<(&str, u32)> = std::iter::once(("tether", tether.pid))
+        .chain(nginx.as_ref().ok().and_then(Option::as_ref).map(|n| ("nginx", n.pid())))
+        .collect();
+    let mut before = Vec::new();
     for i in 0..warm + requests {
+        if i == warm {
+            before = pids.iter().map(|(_, pid)| crate::child::usage(*pid)).collect();
+        }
         for k in 0..paths.len() {
             let j = (i + k) % paths.len();
             let t = paths[j].once(&body).await?;
@@ -70,6 +78,11 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
         }
     }
     let mut out = json!({"requests": requests, "body_bytes": body.len()});
+    for ((name, pid), before) in pids.iter().zip(before) {
+        let (cpu, switches) = crate::child::usage(*pid).per(before, requests);
+        out[format!("{name}_cpu_us_per_request")] = json!(cpu.round());
+        out[format!("{name}_switches_per_request")] = json!((switches * 10.0).round() / 10.0);
+    }
     let mut pct = std::collections::HashMap::new();
     for (name, v) in names.iter().zip(lat.iter_mut()) {
         for q in [50, 99] {

@@ -52,6 +52,11 @@ impl Nginx {
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
+
+    /// The master's pid (its worker is its child).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Nginx {
