@@ -21,6 +21,12 @@ use frame::{Head, ResponseView, rewrite_response, splice};
 /// Frame types that end a response and must carry the Response object.
 const TERMINAL: [&str; 3] = ["response.completed", "response.failed", "response.incomplete"];
 
+/// Whether a frame of this `type` ends the response it belongs to: one of
+/// the [`TERMINAL`] types, or a request-scoped `error`.
+pub fn ends_response(kind: &str) -> bool {
+    kind == "error" || TERMINAL.contains(&kind)
+}
+
 /// What the downstream client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -135,7 +135,7 @@ fn classify(text: &str) -> Kind {
     // Most frames are deltas: when the type leads the frame (as servers
     // write it), only the four that can end a turn need parsing.
     if let Some(kind) = leading_type(text)
-        && !matches!(kind, "response.completed" | "response.failed" | "response.incomplete" | "error")
+        && !crate::translate::ends_response(kind)
     {
         return Kind::Ongoing;
     }
