@@ -1,6 +1,8 @@
 //! Configuration: the documented file equals the defaults, overrides apply in
 //! order, every bad field is named, and the binary exits 64 on bad config.
 
+mod common;
+
 use std::process::Command;
 
 use tether::config::{self, Config, ConfigError, Overrides};
@@ -179,34 +181,9 @@ fn worker_threads_reads_from_env_and_refuses_a_negative() {
 }
 
 /// A child process killed when dropped (also when a test fails midway).
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawns `tether` with `args` and `env`; returns it and the address of its
-/// first line, `listening on ADDR`.
-fn spawn_listening(args: &[&str], env: &[(&str, &str)]) -> (Killed, std::net::SocketAddr) {
-    use std::io::BufRead;
-    let mut child = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(args)
-            .envs(env.iter().copied())
-            .env_remove("TETHER_CONFIG")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn tether"),
-    );
-    let mut line = String::new();
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    std::io::BufReader::new(stdout).read_line(&mut line).expect("read the address line");
-    let addr = line.trim().strip_prefix("listening on ").expect(&line).parse().expect(&line);
-    (child, addr)
+/// Spawns `tether` with `args` and `env`, stderr discarded.
+fn spawn_listening(args: &[&str], env: &[(&str, &str)]) -> (common::Running, std::net::SocketAddr) {
+    common::spawn_binary(args, env, std::process::Stdio::null())
 }
 
 /// With `server.worker_threads = 1` (a single-threaded runtime) the binary

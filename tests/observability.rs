@@ -191,7 +191,7 @@ async fn debug_endpoints_refuse_non_loopback_peers_by_default() {
 
 #[test]
 fn keys_and_content_never_appear_in_logs_metrics_or_debug_output() {
-    use std::io::{BufRead, Read};
+    use std::io::Read;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let secret = "sk-SECRET-9f8e7d6c5b4a";
     let marker = "CONTENT-MARKER-31337";
@@ -199,26 +199,12 @@ fn keys_and_content_never_appear_in_logs_metrics_or_debug_output() {
     // Logs go to a file: a pipe nobody reads until the end would fill up.
     let log_path = std::env::temp_dir().join(format!("tether-redaction-{}.log", std::process::id()));
     let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &format!("http://{emu_addr}/v1"),
-            "--log-format",
-            "json",
-        ])
-        .env("RUST_LOG", "trace")
-        .env("TETHER_UPSTREAM_API_KEY_ENV", "TETHER_TEST_NO_SUCH_KEY")
-        .env_remove("TETHER_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(log_file)
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    let upstream = format!("http://{emu_addr}/v1");
+    let (mut child, addr) = common::spawn_binary(
+        &["--listen", "127.0.0.1:0", "--upstream", &upstream, "--log-format", "json"],
+        &[("RUST_LOG", "trace"), ("TETHER_UPSTREAM_API_KEY_ENV", "TETHER_TEST_NO_SUCH_KEY")],
+        log_file.into(),
+    );
     let mut seen = String::new();
     rt.block_on(async {
         let base = format!("http://{addr}/v1");
@@ -236,8 +222,8 @@ fn keys_and_content_never_appear_in_logs_metrics_or_debug_output() {
             seen.push_str(&String::from_utf8_lossy(&common::get(&format!("http://{addr}{path}")).await.1));
         }
     });
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    child.wait().unwrap();
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    child.0.wait().unwrap();
     let mut logs = String::new();
     std::fs::File::open(&log_path).unwrap().read_to_string(&mut logs).unwrap();
     let _ = std::fs::remove_file(&log_path);
@@ -254,22 +240,15 @@ fn keys_and_content_never_appear_in_logs_metrics_or_debug_output() {
 #[test]
 #[cfg(target_os = "linux")]
 fn a_full_log_sink_does_not_fail_requests() {
-    use std::io::BufRead;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (emu_addr, emu) = rt.block_on(tether::emulator::spawn(EmulatorConfig::default())).unwrap();
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["--listen", "127.0.0.1:0", "--upstream", &format!("http://{emu_addr}/v1")])
-        .env("RUST_LOG", "debug")
-        .env("TETHER_UPSTREAM_API_KEY_ENV", "TETHER_TEST_NO_SUCH_KEY")
-        .env_remove("TETHER_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(full)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    let upstream = format!("http://{emu_addr}/v1");
+    let (mut child, addr) = common::spawn_binary(
+        &["--listen", "127.0.0.1:0", "--upstream", &upstream],
+        &[("RUST_LOG", "debug"), ("TETHER_UPSTREAM_API_KEY_ENV", "TETHER_TEST_NO_SUCH_KEY")],
+        full.into(),
+    );
     rt.block_on(async {
         let base = format!("http://{addr}/v1");
         for stream in [false, true] {
@@ -281,6 +260,6 @@ fn a_full_log_sink_does_not_fail_requests() {
             assert_eq!(c.turn().await.route.as_deref(), Some("continue"));
         }
     });
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    assert!(child.wait().unwrap().success(), "tether exits cleanly");
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    assert!(child.0.wait().unwrap().success(), "tether exits cleanly");
 }

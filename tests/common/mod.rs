@@ -207,3 +207,39 @@ pub fn assert_oracle_clean(
         }
     }
 }
+
+/// A `tether` process started by a test: killed (if still running) on drop.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns the `tether` binary with `args` and `env` (never a `TETHER_CONFIG`
+/// from the environment), its stderr to `stderr`; returns it and the address
+/// of its first line, `listening on ADDR`.
+pub fn spawn_binary(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> (Running, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("TETHER_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tether"),
+    );
+    let mut line = String::new();
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("read the address line");
+    let addr = line.trim().strip_prefix("listening on ").expect(&line).parse().expect(&line);
+    (child, addr)
+}
