@@ -48,19 +48,30 @@ pub(crate) async fn scrape(url: &str) -> Check<Scrape> {
     Ok(s)
 }
 
+/// Scrapes `url` every `every` until `done` holds for a scrape, which it
+/// returns; after [`SETTLE`], `Err` holds the last scrape.
+async fn poll(url: &str, every: Duration, done: impl Fn(&Scrape) -> bool) -> Check<Result<Scrape, Scrape>> {
+    let until = Instant::now() + SETTLE;
+    loop {
+        let s = scrape(url).await?;
+        if done(&s) {
+            return Ok(Ok(s));
+        }
+        if Instant::now() >= until {
+            return Ok(Err(s));
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Polls `/metrics` until no upstream socket is busy: a socket whose client
 /// hung up is drained (its response read to the end) before it serves again,
 /// and the emulator counts a response completed when it sends the last frame,
 /// before tether has read it. Fails after [`SETTLE`].
 pub(crate) async fn drained(url: &str) -> Check {
-    let until = Instant::now() + SETTLE;
-    loop {
-        let s = scrape(url).await?;
-        if s.sockets_busy == Some(0) {
-            return Ok(());
-        }
-        ensure!(Instant::now() < until, "a socket was still busy {SETTLE:?} after the hang-up: {s:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    match poll(url, Duration::from_millis(5), |s| s.sockets_busy == Some(0)).await? {
+        Ok(_) => Ok(()),
+        Err(s) => Err(format!("a socket was still busy {SETTLE:?} after the hang-up: {s:?}")),
     }
 }
 
@@ -77,35 +88,29 @@ pub(crate) struct Rest {
 /// connection and request are the only client activity), or fails after
 /// [`SETTLE`] with the last values.
 pub(crate) async fn settle(url: &str, want: &Rest) -> Check<Scrape> {
-    let until = Instant::now() + SETTLE;
-    loop {
-        let s = scrape(url).await?;
-        let ok = s.in_flight == Some(1)
+    let rests = |s: &Scrape| {
+        s.in_flight == Some(1)
             && s.client_connections == Some(1)
             && s.sockets == Some(want.sockets)
             && s.sockets_busy == Some(0)
             && s.sessions == Some(want.sessions)
             && s.tasks.is_some()
-            && want.tasks.is_none_or(|t| s.tasks == Some(t));
-        if ok {
-            return Ok(s);
-        }
-        if Instant::now() >= until {
-            return Err(format!(
-                "gauges did not rest within {SETTLE:?}: in flight {:?} (want 1: the scrape), client connections \
-                 {:?} (want 1: the scrape's), upstream sockets {:?} (want {}), busy {:?} (want 0), sessions {:?} (want {}), \
-                 runtime tasks {:?} (want {:?})",
-                s.in_flight,
-                s.client_connections,
-                s.sockets,
-                want.sockets,
-                s.sockets_busy,
-                s.sessions,
-                want.sessions,
-                s.tasks,
-                want.tasks
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            && want.tasks.is_none_or(|t| s.tasks == Some(t))
+    };
+    poll(url, Duration::from_millis(20), rests).await?.map_err(|s| {
+        format!(
+            "gauges did not rest within {SETTLE:?}: in flight {:?} (want 1: the scrape), client connections \
+             {:?} (want 1: the scrape's), upstream sockets {:?} (want {}), busy {:?} (want 0), sessions {:?} (want {}), \
+             runtime tasks {:?} (want {:?})",
+            s.in_flight,
+            s.client_connections,
+            s.sockets,
+            want.sockets,
+            s.sockets_busy,
+            s.sessions,
+            want.sessions,
+            s.tasks,
+            want.tasks
+        )
+    })
 }
