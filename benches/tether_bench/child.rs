@@ -212,12 +212,15 @@ pub fn usage(pid: u32) -> Usage {
     u
 }
 
-/// USER_HZ (`getconf CLK_TCK`): 100 on every Linux this runs on.
+/// USER_HZ (`getconf CLK_TCK`, asked once): 100 on every Linux this runs on.
 fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }

@@ -22,9 +22,13 @@ pub fn client() -> HttpClient {
 }
 
 pub async fn emulator(cost: CostModel, record: bool) -> anyhow::Result<(String, EmulatorHandle)> {
+    emulator_with(EmulatorConfig { cost, record_contexts: record, ..EmulatorConfig::default() }).await
+}
+
+/// An emulator on `config` (its `listen` replaced by 127.0.0.1, port 0); returns its base URL.
+pub async fn emulator_with(config: EmulatorConfig) -> anyhow::Result<(String, EmulatorHandle)> {
     let (addr, handle) =
-        emulator::spawn(EmulatorConfig { cost, record_contexts: record, ..EmulatorConfig::default() })
-            .await?;
+        emulator::spawn(EmulatorConfig { listen: ([127, 0, 0, 1], 0).into(), ..config }).await?;
     Ok((format!("http://{addr}/v1"), handle))
 }
 

@@ -37,22 +37,32 @@ impl Path<'_> {
 /// Non-streaming agent turns (20 items, ~8 KB), concurrency 1, through each
 /// path in turn: directly to the emulator over HTTP (the reference), directly
 /// over its WebSocket mode (what the upstream leg costs without tether),
-/// through tether, and through nginx when it is installed. The paths take
-/// turns request by request, in a rotating order, so the drift and noise of
-/// a shared machine fall on all of them alike.
+/// through tether, through a second tether whose emulator refuses WebSocket
+/// upgrades (so it serves every turn over its HTTP fallback: tether as a plain
+/// proxy, the floor under its managed path), and through nginx when it is
+/// installed. The paths take turns request by request, in a rotating order,
+/// so the drift and noise of a shared machine fall on all of them alike.
 pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
     let tether = Child::start(&upstream, &[])?;
+    let (refusing, _emu_http) = common::emulator_with(tether::emulator::EmulatorConfig {
+        cost: CostModel::zero(),
+        ws: tether::emulator::WsMode::Refuse426,
+        ..Default::default()
+    })
+    .await?;
+    let tether_http = Child::start(&refusing, &[])?;
     let turn = common::agent_turn(20, 8_000, false, "tools=0,answer=200");
     let body = Bytes::from(turn.to_string());
     let c = common::client();
     let mut ws = WsTurns::open(&ws_url(&upstream), ws_frame(&turn)).await?;
     let nginx = crate::nginx::Nginx::start(&upstream);
-    let mut names = vec!["direct", "direct_ws", "tether"];
+    let mut names = vec!["direct", "direct_ws", "tether", "tether_http"];
     let mut paths = vec![
         Path::Http(&c, format!("{upstream}/responses")),
         Path::Ws(&mut ws),
         Path::Http(&c, format!("http://{}/v1/responses", tether.addr)),
+        Path::Http(&c, format!("http://{}/v1/responses", tether_http.addr)),
     ];
     if let Ok(Some(n)) = &nginx {
         names.push("nginx");
@@ -61,7 +71,8 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     let warm = requests / 10 + 10;
     let mut lat: Vec<Vec<Duration>> = vec![Vec::with_capacity(requests); paths.len()];
     // CPU and context switches of the proxies over the measured requests.
-    let pids: Vec<(&str, u32)> = std::iter::once(("tether", tether.pid))
+    let pids: Vec<(&str, u32)> = [("tether", tether.pid), ("tether_http", tether_http.pid)]
+        .into_iter()
         .chain(nginx.as_ref().ok().and_then(Option::as_ref).map(|n| ("nginx", n.pid())))
         .collect();
     let mut before = Vec::new();
@@ -91,7 +102,7 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
             pct.insert((*name, q), us);
         }
     }
-    for (side, key) in [("tether", "added"), ("nginx", "nginx_added")] {
+    for (side, key) in [("tether", "added"), ("tether_http", "tether_http_added"), ("nginx", "nginx_added")] {
         for q in [50, 99] {
             if let (Some(via), Some(direct)) = (pct.get(&(side, q)), pct.get(&("direct", q))) {
                 out[format!("{key}_p{q}_us")] = json!(via - direct);

@@ -22,7 +22,7 @@ use crate::error::ProxyError;
 use crate::http::body::{self, Body};
 use crate::session::{Fingerprint, FreshReason, Plan, SessionId, SocketId, TenantId};
 use crate::translate::{Mode, Outcome, Translator};
-use crate::upstream::{Credentials, Lease, TurnFrames, UpstreamError};
+use crate::upstream::{Credentials, Lease, Relay, TurnFrames, UpstreamError};
 
 /// The continuation a plan chose.
 #[derive(Debug, Clone)]
@@ -297,7 +297,14 @@ impl<'a> Turn<'a> {
             Some(c) => self.parsed.item_count() - c.delta_start,
             None => self.parsed.item_count(),
         };
-        let mut frames = match lease.send(frame).await {
+        // A JSON client's answer is the terminal frame: the socket task
+        // keeps the deltas to itself (the first frame still comes, for the
+        // time to first event).
+        let relay = match self.mode {
+            Mode::Json => Relay::Needed,
+            Mode::Sse => Relay::All,
+        };
+        let mut frames = match lease.send_relaying(frame, relay).await {
             Ok(f) => f,
             Err(_) => return Attempt::RetryNewSocket("socket_lost->fresh"),
         };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::shared::{Command, Frame, SocketHandle};
+use super::shared::{Command, Frame, Relay, SocketHandle};
 use super::{SocketId, UpstreamError};
 
 /// How many frames may wait for a slow consumer before the socket task stops
@@ -71,6 +71,11 @@ impl Lease {
     /// one `Err` if the socket dies. Dropping it early lets the socket drain
     /// the response in the background.
     pub async fn send(&mut self, frame: String) -> Result<TurnFrames, UpstreamError> {
+        self.send_relaying(frame, Relay::All).await
+    }
+
+    /// [`Lease::send`], with the frames of the response passed on as `relay` says.
+    pub async fn send_relaying(&mut self, frame: String, relay: Relay) -> Result<TurnFrames, UpstreamError> {
         let (tx, rx) = mpsc::channel(FRAME_BUFFER);
         {
             let mut s = self.handle.shared.lock();
@@ -79,7 +84,7 @@ impl Lease {
             }
             s.pending += 1;
         }
-        if self.handle.cmd.send(Command::Turn { frame, frames: tx }).is_err() {
+        if self.handle.cmd.send(Command::Turn { frame, frames: tx, relay }).is_err() {
             let mut s = self.handle.shared.lock();
             s.pending = s.pending.saturating_sub(1);
             return Err(s.dead.clone().unwrap_or(UpstreamError::Gone));

@@ -23,7 +23,7 @@ pub use connect::connect;
 pub use error::UpstreamError;
 pub use lease::{Lease, TurnFrames};
 pub use pool::{PoolStats, SocketSnapshot, UpstreamPool};
-pub use shared::{Frame, SocketHandle};
+pub use shared::{Frame, Relay, SocketHandle};
 pub use socket::spawn_socket;
 
 /// Identifies one upstream socket for the life of the process.

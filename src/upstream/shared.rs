@@ -15,10 +15,22 @@ pub type Frame = tokio_tungstenite::tungstenite::Utf8Bytes;
 /// Frames of one turn, as the task hands them to the lease holder.
 pub(crate) type FrameTx = mpsc::Sender<Result<Frame, UpstreamError>>;
 
+/// Which frames of a response the socket task hands to the lease holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// Every text frame (a streaming client sees each one).
+    All,
+    /// The first frame, the frame that ends the response, and any frame
+    /// whose type cannot be read from its first member; the rest (deltas and
+    /// progress events, which a non-streaming client never sees) are
+    /// dropped by the socket task instead of being passed on one by one.
+    Needed,
+}
+
 /// A request to the socket task.
 pub(crate) enum Command {
     /// Send one `response.create` frame and stream the response back.
-    Turn { frame: String, frames: FrameTx },
+    Turn { frame: String, frames: FrameTx, relay: Relay },
 }
 
 /// Pool-visible state of one socket.

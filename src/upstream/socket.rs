@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::debug;
 
-use super::shared::{Command, Frame, FrameTx, Shared, SocketHandle};
+use super::shared::{Command, Frame, FrameTx, Relay, Shared, SocketHandle};
 use super::{SocketId, UpstreamError, WsSettings, tenant_short};
 
 /// What [`SocketTask::forward`] tells the turn loop.
@@ -72,6 +72,7 @@ where
         timers,
         ping_sent: None,
         last_rx: Instant::now(),
+        relay: Relay::All,
     };
     let join = tokio::spawn(task.run());
     (SocketHandle { shared, cmd: cmd_tx }, join)
@@ -87,6 +88,8 @@ struct SocketTask<S> {
     ping_sent: Option<Instant>,
     /// Last traffic from the server.
     last_rx: Instant,
+    /// Which frames the turn in progress wants.
+    relay: Relay,
 }
 
 /// How the idle loop ended.
@@ -124,6 +127,9 @@ struct PeekError<'a> {
 
 /// The verdict on one text frame of a turn.
 enum Kind {
+    /// Not the end: its leading type says so without a parse.
+    Passing,
+    /// Not the end, as far as a parse can tell (or it does not parse).
     Ongoing,
     /// The turn ended; `Some(id)` only for `response.completed`.
     End(Option<String>),
@@ -137,7 +143,7 @@ fn classify(text: &str) -> Kind {
     if let Some(kind) = leading_type(text)
         && !crate::translate::ends_response(kind)
     {
-        return Kind::Ongoing;
+        return Kind::Passing;
     }
     let Ok(p) = serde_json::from_str::<Peek<'_>>(text) else {
         return Kind::Ongoing;
@@ -196,7 +202,8 @@ where
         debug!(socket = id, %tenant, "upstream socket open");
         let exit = loop {
             match self.idle().await {
-                Ok(Command::Turn { frame, frames }) => {
+                Ok(Command::Turn { frame, frames, relay }) => {
+                    self.relay = relay;
                     if let Err(why) = self.turn(frame, frames).await {
                         break Exit::Dead(why);
                     }
@@ -425,6 +432,9 @@ where
             }
             return Step::Return(Ok(()));
         }
+        if matches!(kind, Kind::Passing) && self.relay == Relay::Needed && *delivered {
+            return Step::Continue;
+        }
         if let Some(tx) = &*consumer {
             if tx.send(Ok(text)).await.is_ok() {
                 *delivered = true;
@@ -448,7 +458,7 @@ mod tests {
     /// any other layout is parsed, with the same verdicts.
     #[test]
     fn classify_sniffs_the_leading_type_and_parses_the_rest() {
-        assert!(matches!(classify(DELTA), Kind::Ongoing));
+        assert!(matches!(classify(DELTA), Kind::Passing));
         assert!(matches!(classify(COMPLETED), Kind::End(Some(id)) if id == "resp_1"));
         let spaced = r#"{ "type": "response.completed", "response": {"id": "resp_2"}}"#;
         assert!(matches!(classify(spaced), Kind::End(Some(id)) if id == "resp_2"));

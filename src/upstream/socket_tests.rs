@@ -137,6 +137,36 @@ async fn settled_when_the_terminal_frame_is_read() {
     assert_eq!(again.latest_response_id(), Some("resp_9"));
 }
 
+/// `Relay::Needed` (a non-streaming turn): the first frame and the terminal
+/// one reach the consumer; later frames whose leading type shows they are
+/// not the end stay in the task; a frame that does not show its type (here,
+/// a broken one) is passed on, so the consumer can still judge it.
+#[tokio::test(start_paused = true)]
+async fn relay_needed_passes_the_first_the_unreadable_and_the_last_frame() {
+    let mut r = rig(&settings());
+    let mut lease = Lease::take(&r.handle).expect("idle");
+    let mut frames =
+        lease.send_relaying(r#"{"type":"response.create"}"#.into(), Relay::Needed).await.expect("send");
+    r.server.heard().await;
+    let broken = r#"{"type": "response.output_text.delta", "#;
+    for f in [created("resp_3").as_str(), delta(), delta(), broken, delta(), &completed("resp_3")] {
+        r.server.say(f);
+    }
+    let mut got = Vec::new();
+    while let Some(f) = frames.next().await {
+        got.push(f.expect("frame").to_string());
+    }
+    assert_eq!(got, [created("resp_3"), broken.to_string(), completed("resp_3")]);
+    assert_eq!(lease.current_latest_response_id().as_deref(), Some("resp_3"));
+    // The next turn on the socket relays everything again.
+    let mut frames = lease.send(r#"{"type":"response.create"}"#.into()).await.expect("send");
+    r.server.heard().await;
+    for f in [created("resp_4").as_str(), delta(), &completed("resp_4")] {
+        r.server.say(f);
+        assert_eq!(frames.next().await, Some(Ok(f.into())));
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_turn_then_idle_with_latest_id() {
     let mut r = rig(&settings());
