@@ -73,31 +73,6 @@ async fn closed_by_peer(s: &mut TcpStream) {
     }
 }
 
-/// The value of an unlabelled metric.
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, body) = common::get(&format!("http://{addr}/metrics")).await;
-    let text = String::from_utf8_lossy(&body).to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// Polls `name` until `ok` holds (panics with the last value after `within`).
-async fn wait_metric(addr: SocketAddr, name: &str, within: Duration, ok: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + within;
-    loop {
-        let v = metric(addr, name).await;
-        if ok(v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{name} is still {v} after {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn error_code(body: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     v["error"]["code"].as_str().unwrap_or_default().to_string()
@@ -165,11 +140,12 @@ async fn connections_beyond_max_connections_get_503_then_room_frees_up() {
     }
     drop(held);
     assert!(
-        wait_metric(t.addr, "tether_client_connections_refused_total", Duration::from_secs(5), |v| v >= 1.0)
-            .await
-            .is_finite()
+        common::wait_metric(t.addr, "tether_client_connections_refused_total", Duration::from_secs(5), |v| v
+            >= 1.0)
+        .await
+        .is_finite()
     );
-    wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(5), |v| v <= 1.0).await;
+    common::wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(5), |v| v <= 1.0).await;
 }
 
 #[tokio::test]
@@ -223,7 +199,7 @@ async fn a_body_that_does_not_arrive_within_body_read_timeout_gets_408() {
     assert_eq!(r.status, 408, "{r:?}");
     assert_eq!(error_code(&r.body), "request_timeout");
     assert_eq!(emu.stats().requests_ws + emu.stats().requests_http, upstream_before);
-    wait_metric(t.addr, "tether_requests_in_flight", Duration::from_secs(5), |v| v == 1.0).await;
+    common::wait_metric(t.addr, "tether_requests_in_flight", Duration::from_secs(5), |v| v == 1.0).await;
 }
 
 #[tokio::test]
@@ -281,9 +257,10 @@ async fn thousands_of_idle_connections_are_held_cheaply_then_closed() {
         }
         idle.push(s);
     }
-    let open =
-        wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(5), |v| v >= n as f64)
-            .await;
+    let open = common::wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(5), |v| {
+        v >= n as f64
+    })
+    .await;
     // Meanwhile real turns are served.
     let mut c = Conversation::new(&t.base(), "sk-busy", true);
     let a = c.turn().await;
@@ -300,8 +277,8 @@ async fn thousands_of_idle_connections_are_held_cheaply_then_closed() {
     // header_read_timeout closes every idle one, from tether's side.
     let closing = futures_util::future::join_all(idle.iter_mut().map(closed_by_peer));
     tokio::time::timeout(Duration::from_secs(15), closing).await.expect("idle connections closed by tether");
-    wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(5), |v| v <= 1.0).await;
-    assert_eq!(metric(t.addr, "tether_requests_in_flight").await, 1.0, "only this /metrics request");
+    common::wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(5), |v| v <= 1.0).await;
+    assert_eq!(common::metric(t.addr, "tether_requests_in_flight").await, 1.0, "only this /metrics request");
     assert_eq!(emu.stats().ws_connections, 1);
 }
 
@@ -332,12 +309,12 @@ async fn sessions_beyond_sessions_max_evict_the_least_recently_used() {
         assert_eq!(r.route.as_deref(), Some("continue"));
         record(c, &r, input);
     }
-    assert_eq!(metric(t.addr, "tether_sessions_live").await, 3.0);
+    assert_eq!(common::metric(t.addr, "tether_sessions_live").await, 3.0);
     // A fourth pushes out the least recently used (the first).
     let input = convs[3].input.clone();
     let r = convs[3].turn().await;
     record(&mut convs[3], &r, input);
-    assert_eq!(metric(t.addr, "tether_sessions_live").await, 3.0);
+    assert_eq!(common::metric(t.addr, "tether_sessions_live").await, 3.0);
     // Its next turn is sent whole (fresh, capacity_evicted), then continues again.
     let input = convs[0].input.clone();
     let r = convs[0].turn().await;
@@ -383,12 +360,12 @@ async fn sockets_beyond_the_pool_limits(fallback: bool) {
         tokio::spawn(post(addr, key, first_turn(&format!("slow {key} {i}"), true, Some("slow=150"))))
     };
     let held = [slow("sk-t1", 0), slow("sk-t1", 1)];
-    wait_metric(addr, "tether_upstream_sockets_open", Duration::from_secs(5), |v| v == 2.0).await;
+    common::wait_metric(addr, "tether_upstream_sockets_open", Duration::from_secs(5), |v| v == 2.0).await;
     // The tenant's third turn waits for the queue deadline.
     beyond("sk-t1", post(addr, "sk-t1", first_turn("third", false, None)).await);
     // Another tenant still has room: the third socket in total.
     let other = slow("sk-t2", 0);
-    wait_metric(addr, "tether_upstream_sockets_open", Duration::from_secs(5), |v| v == 3.0).await;
+    common::wait_metric(addr, "tether_upstream_sockets_open", Duration::from_secs(5), |v| v == 3.0).await;
     // Now the total is reached too: a third tenant waits for the deadline as well.
     beyond("sk-t3", post(addr, "sk-t3", first_turn("third tenant", false, None)).await);
     for h in held.into_iter().chain([other]) {
@@ -402,7 +379,7 @@ async fn sockets_beyond_the_pool_limits(fallback: bool) {
     }
     assert!(emu.stats().ws_connections <= 3 + 1, "pool.total held: {}", emu.stats().ws_connections);
     assert_eq!(emu.stats().requests_http, if fallback { 2 } else { 0 });
-    wait_metric(addr, "tether_requests_in_flight", Duration::from_secs(5), |v| v == 1.0).await;
+    common::wait_metric(addr, "tether_requests_in_flight", Duration::from_secs(5), |v| v == 1.0).await;
 }
 
 #[tokio::test]
@@ -424,11 +401,11 @@ async fn a_turn_queued_within_the_deadline_is_served_when_a_socket_frees() {
     .await;
     let addr = t.addr;
     let first = tokio::spawn(post(addr, "sk-q", first_turn("first", true, Some("slow=50"))));
-    wait_metric(addr, "tether_upstream_sockets_open", Duration::from_secs(5), |v| v == 1.0).await;
+    common::wait_metric(addr, "tether_upstream_sockets_open", Duration::from_secs(5), |v| v == 1.0).await;
     let (status, body, _, route) = post(addr, "sk-q", first_turn("second", false, None)).await;
     assert_eq!((status, route.as_deref()), (200, Some("fresh")), "{}", String::from_utf8_lossy(&body));
     assert_eq!(first.await.unwrap().0, 200);
-    assert_eq!(metric(addr, "tether_upstream_sockets_open").await, 1.0, "one socket served both");
+    assert_eq!(common::metric(addr, "tether_upstream_sockets_open").await, 1.0, "one socket served both");
 }
 
 #[tokio::test]
@@ -460,9 +437,10 @@ async fn client_hang_ups_at_every_stage_leave_nothing_behind() {
         drop(s);
     }
     // Nothing in flight, no client connection left, the drained sockets idle again.
-    wait_metric(t.addr, "tether_requests_in_flight", Duration::from_secs(10), |v| v == 1.0).await;
-    wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(10), |v| v <= 1.0).await;
-    wait_metric(t.addr, "tether_upstream_sockets_busy", Duration::from_secs(10), |v| v == 0.0).await;
+    common::wait_metric(t.addr, "tether_requests_in_flight", Duration::from_secs(10), |v| v == 1.0).await;
+    common::wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(10), |v| v <= 1.0)
+        .await;
+    common::wait_metric(t.addr, "tether_upstream_sockets_busy", Duration::from_secs(10), |v| v == 0.0).await;
     assert_eq!(emu.stats().ws_connections, 2, "the two that reached the upstream");
     // Both turns that reached the proxy have a record, as `client_gone`
     // (one hung up before its first byte, one while streaming).
@@ -487,7 +465,7 @@ async fn a_connection_that_never_sends_a_byte_does_not_hold_up_shutdown() {
     })
     .await;
     let mut silent = TcpStream::connect(t.addr).await.unwrap();
-    wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(5), |v| v >= 2.0).await;
+    common::wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(5), |v| v >= 2.0).await;
     t.stop();
     // Far less than either deadline: the silent connection is closed at once.
     tokio::time::timeout(Duration::from_secs(10), &mut t.done).await.expect("shut down").unwrap();

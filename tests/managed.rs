@@ -197,15 +197,10 @@ async fn a_new_conversation_starts_on_the_spare_socket() {
     assert_eq!(a.turn().await.route.as_deref(), Some("fresh"));
     // Wait for tether's pool itself to hold the spare (the emulator counts an
     // upgrade before tether has read its answer).
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let metrics = format!("http://{}/metrics", t.addr);
-    while !String::from_utf8_lossy(&common::get(&metrics).await.1)
-        .lines()
-        .any(|l| l == "tether_upstream_sockets_open 2")
-    {
-        assert!(tokio::time::Instant::now() < deadline, "no spare socket was opened");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    common::wait_metric(t.addr, "tether_upstream_sockets_open", std::time::Duration::from_secs(10), |v| {
+        v == 2.0
+    })
+    .await;
     let mut b = common::Conversation::new(&t.base(), "sk-spare", false);
     b.input[1]["content"][0]["text"] = serde_json::json!("another task entirely");
     assert_eq!(b.turn().await.route.as_deref(), Some("fresh"));
@@ -220,6 +215,7 @@ async fn a_new_conversation_starts_on_the_spare_socket() {
     sockets.sort_unstable();
     // Socket 1 served A; the spare (2) was open before B arrived and served it.
     assert_eq!(sockets, [1, 2], "{doc}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while emu.stats().ws_connections < 3 {
         assert!(tokio::time::Instant::now() < deadline, "the spare was not replaced");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

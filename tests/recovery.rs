@@ -28,12 +28,6 @@ async fn ok_turn(c: &mut Conversation, route: &str) -> (String, Vec<serde_json::
     (reply.response()["id"].as_str().expect("id").to_string(), sent)
 }
 
-async fn metric(base: &str, needle: &str) -> bool {
-    let url = base.replace("/v1", "/metrics");
-    let (_, body) = common::get(&url).await;
-    String::from_utf8_lossy(&body).lines().any(|l| l.starts_with(needle) && !l.ends_with(" 0"))
-}
-
 #[tokio::test]
 async fn previous_response_not_found_is_retried_fresh_on_the_same_socket() {
     for stream in [false, true] {
@@ -46,7 +40,9 @@ async fn previous_response_not_found_is_retried_fresh_on_the_same_socket() {
         common::assert_oracle_clean(&emu, &[a, b, d]);
         assert_eq!(emu.stats().ws_connections, 1, "retried on the same socket");
         assert!(
-            metric(&t.base(), "tether_recoveries_total{kind=\"previous_response_not_found->fresh\"}").await
+            common::metric(t.addr, "tether_recoveries_total{kind=\"previous_response_not_found->fresh\"}")
+                .await
+                > 0.0
         );
     }
 }
@@ -158,7 +154,9 @@ async fn refused_websocket_mode_falls_back_to_http() {
         common::assert_oracle_clean(&emu, &[a, b]);
         let stats = emu.stats();
         assert_eq!((stats.requests_http, stats.requests_ws), (2, 0));
-        assert!(metric(&t.base(), "tether_http_fallbacks_total{reason=\"websocket_refused\"}").await);
+        assert!(
+            common::metric(t.addr, "tether_http_fallbacks_total{reason=\"websocket_refused\"}").await > 0.0
+        );
     }
 }
 

@@ -139,14 +139,23 @@ impl Drop for Reservation {
 impl PoolState {
     /// One pass over the sockets: forgets dead ones, closes idle ones past
     /// `max_age` (dropping the pool's handle ends an idle task with a normal
-    /// close), and notes what a checkout for `tenant` needs.
-    fn survey(&mut self, tenant: Option<u128>, max_age: Duration) -> Survey {
+    /// close), notes what a checkout for `tenant` needs, and shows each
+    /// socket kept to `each`, under its lock.
+    fn survey(
+        &mut self,
+        tenant: Option<u128>,
+        max_age: Duration,
+        mut each: impl FnMut(&Entry, &State),
+    ) -> Survey {
         let now = Instant::now();
         let mut v = Survey::default();
         let mut lru: Option<(Option<std::time::Instant>, SocketId)> = None;
         self.sockets.retain(|id, e| {
             let s = e.handle.shared.lock();
             let keep = !spent(e, &s, now, max_age);
+            if keep {
+                each(e, &s);
+            }
             if keep && Some(e.handle.shared.tenant) == tenant {
                 v.mine += 1;
                 if !s.busy() {
@@ -273,7 +282,7 @@ impl UpstreamPool {
         if st.closed {
             return Err(UpstreamError::Gone);
         }
-        let mut survey = st.survey(Some(tenant), s.max_age);
+        let mut survey = st.survey(Some(tenant), s.max_age, |_, _| {});
         let pick = self.pick_in(&mut st, tenant, &mut survey);
         let spares = match pick {
             Pick::Wait => Vec::new(),
@@ -418,14 +427,12 @@ impl UpstreamPool {
     /// Counters for `/metrics` and `/debug`.
     pub fn stats(&self) -> PoolStats {
         let mut st = self.lock();
-        st.survey(None, self.inner.settings.max_age);
         let mut per_tenant = HashMap::new();
         let mut busy = 0;
-        for e in st.sockets.values() {
+        st.survey(None, self.inner.settings.max_age, |e, s| {
             *per_tenant.entry(e.handle.shared.tenant).or_default() += 1;
-            let s = e.handle.shared.lock();
             busy += usize::from(s.busy());
-        }
+        });
         PoolStats {
             open: st.sockets.len(),
             busy,

@@ -84,6 +84,37 @@ pub async fn get(url: &str) -> (u16, Bytes) {
     (status, resp.into_body().collect().await.expect("body").to_bytes())
 }
 
+/// One sample of tether's `/metrics` at `addr`: `name` as rendered, labels
+/// included (`tether_recoveries_total{kind="…"}`). Panics when it is absent.
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = get(&format!("http://{addr}/metrics")).await;
+    let text = String::from_utf8_lossy(&body).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// Polls [`metric`] until `ok` holds; panics with the last value after `within`.
+pub async fn wait_metric(
+    addr: SocketAddr,
+    name: &str,
+    within: std::time::Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let v = metric(addr, name).await;
+        if ok(v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name} is still {v} after {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// One conversation driven turn by turn, the way a stateless client does:
 /// every request carries the whole history.
 pub struct Conversation {
