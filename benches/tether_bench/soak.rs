@@ -29,6 +29,11 @@ use conversation::{Ctx, Tally};
 const TENANTS: usize = 8;
 /// tether's session store: small, so LRU eviction runs all the time.
 const SESSIONS_MAX: usize = 2_000;
+/// Every this many seconds the emulator refuses the next WebSocket upgrade
+/// (426): tether serves the next `FALLBACK_COOLDOWN` over plain HTTP, then
+/// goes back to WebSocket mode, so the fallback and both switches run all along.
+const REFUSE_EVERY: u64 = 5;
+const FALLBACK_COOLDOWN: &str = "1s";
 /// A request not answered in full by then counts as hung.
 const DEADLINE: Duration = Duration::from_secs(30);
 /// How long a checked request's expected context is kept for late oracle records.
@@ -74,6 +79,7 @@ fn tether_env(quick: bool) -> Vec<(&'static str, String)> {
         ("TETHER_POOL_MAX_AGE", if quick { "10s" } else { "45s" }.into()),
         ("TETHER_POOL_DRAIN_TIMEOUT", "10s".into()),
         ("TETHER_POOL_QUEUE_TIMEOUT", "2s".into()),
+        ("TETHER_UPSTREAM_FALLBACK_COOLDOWN", FALLBACK_COOLDOWN.into()),
     ]
 }
 
@@ -129,6 +135,9 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
         rss.push((started.elapsed(), child.rss_mb()));
         ledger.check(&emu, Some(ORACLE_KEEP));
         let secs = started.elapsed().as_secs();
+        if secs > 0 && secs % REFUSE_EVERY == 0 {
+            emu.inject("ws:refuse_upgrade=426".parse()?);
+        }
         if secs > 0 && secs % progress_every == 0 {
             let m = child.metrics(&client).await.unwrap_or_default();
             let sent = tally.requests.load(Ordering::Relaxed);
@@ -146,7 +155,7 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
     }
     // The last handle on the load's client: its keep-alive connections close.
     drop(ctx);
-    let idle = wait_idle(&child, &client, &baseline).await;
+    let idle = wait_idle(&child, &client, &baseline, opts.concurrency).await;
     ledger.check(&emu, None);
     let oracle = ledger.tally();
     let sessions_created = child.sessions_created(&client).await.ok().flatten();
@@ -280,13 +289,14 @@ struct Idle {
     sockets_busy: f64,
     /// Runtime tasks alive beyond those before the load.
     extra_tasks: f64,
-    /// Extra tasks allowed: the HTTP client's idle keep-alive connection and
-    /// its pool's reaper when the fallback was used (they go after 90 s).
+    /// Extra tasks allowed when the fallback was used: the HTTP client's
+    /// pool reaper and its idle keep-alive connections to the upstream, at
+    /// most one per worker (they go after 90 s idle).
     allowed_tasks: f64,
 }
 
 impl Idle {
-    fn of(metrics: Metrics, baseline: &Metrics, waited: Duration) -> Idle {
+    fn of(metrics: Metrics, baseline: &Metrics, waited: Duration, workers: usize) -> Idle {
         let gauge = |m: &Metrics, name: &str| m.get(name).unwrap_or(f64::NAN);
         let fallbacks = metrics.get("tether_http_fallbacks_total").unwrap_or(0.0) > 0.0;
         Idle {
@@ -298,7 +308,7 @@ impl Idle {
             sockets_busy: gauge(&metrics, "tether_upstream_sockets_busy"),
             extra_tasks: gauge(&metrics, "tether_runtime_tasks_alive")
                 - gauge(baseline, "tether_runtime_tasks_alive"),
-            allowed_tasks: if fallbacks { 2.0 } else { 0.0 },
+            allowed_tasks: if fallbacks { 1.0 + workers as f64 } else { 0.0 },
             metrics,
         }
     }
@@ -322,11 +332,11 @@ impl Idle {
 
 /// Scrapes until tether holds nothing for the finished load (or 20 s
 /// pass: the pool's idle timeout is 3 s).
-async fn wait_idle(child: &Child, client: &common::HttpClient, baseline: &Metrics) -> Idle {
+async fn wait_idle(child: &Child, client: &common::HttpClient, baseline: &Metrics, workers: usize) -> Idle {
     let started = Instant::now();
     loop {
         let metrics = child.metrics(client).await.unwrap_or_default();
-        let idle = Idle::of(metrics, baseline, started.elapsed());
+        let idle = Idle::of(metrics, baseline, started.elapsed(), workers);
         if idle.leaks().is_empty() || started.elapsed() > Duration::from_secs(20) {
             return idle;
         }

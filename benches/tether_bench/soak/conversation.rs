@@ -4,6 +4,10 @@
 //! each turn is streaming or not at random, may carry an emulator fault
 //! (`metadata.emulator_fault`, so it hits that request and no other), may
 //! edit or rewind the history first, and may be abandoned by the client.
+//! Some conversations chain by themselves, as a client of the service's own
+//! state does: `store:true`, each turn naming the last response in
+//! `previous_response_id` and sending only the new items (tether passes
+//! those on as they are: route `client_managed`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +29,8 @@ const ABANDON: f64 = 0.03;
 const EDIT: f64 = 0.03;
 /// Chance that a later turn rewinds: it re-asks the previous turn.
 const REWIND: f64 = 0.02;
+/// Chance that a conversation chains by itself (`previous_response_id`).
+const CHAINED: f64 = 0.1;
 
 /// Counters shared by every worker.
 #[derive(Default)]
@@ -185,6 +191,15 @@ struct Conversation {
     before_last: usize,
     settings: Value,
     turns: usize,
+    /// For a conversation that chains by itself: the last response and how
+    /// much of `history` it accounts for.
+    chain: Option<Chain>,
+}
+
+#[derive(Default)]
+struct Chain {
+    last: Option<String>,
+    upto: usize,
 }
 
 /// How a turn ended, for the conversation.
@@ -205,6 +220,7 @@ impl Conversation {
         // mean ~4.2), so a run gets through many conversations.
         let tools = rng.below(12).min(rng.below(12));
         let reasoning = rng.chance(0.25);
+        let chained = rng.chance(CHAINED);
         let script = format!(
             "tools={tools},args={},answer={},delta=40{}",
             20 + rng.below(80),
@@ -213,7 +229,7 @@ impl Conversation {
         );
         let mut settings = json!({
             "model": "gpt-soak",
-            "store": rng.chance(0.1),
+            "store": chained || rng.chance(0.1),
             "tools": [{"type": "function", "name": "exec_command", "parameters": {"type": "object"}}],
             "metadata": {"emulator_script": script},
         });
@@ -232,6 +248,7 @@ impl Conversation {
             before_last: 0,
             settings,
             turns: tools + 1,
+            chain: chained.then(Chain::default),
         }
     }
 
@@ -257,7 +274,8 @@ impl Conversation {
     async fn turn(&mut self, ctx: &Ctx, rng: &mut Rng, attempt: usize, after_error: bool) -> Next {
         let t = &ctx.tally;
         let mut edited = false;
-        if self.before_last > 0 && !after_error {
+        // A client that chains by itself does not rewrite the service's history.
+        if self.before_last > 0 && !after_error && self.chain.is_none() {
             if rng.chance(EDIT) {
                 self.history[1] = json!({"type": "message", "role": "user",
                                          "content": format!("task {} (edited at {attempt}): {}", self.id, rng.next())});
@@ -277,6 +295,11 @@ impl Conversation {
         body["instructions"] = json!(tag);
         body["stream"] = json!(stream);
         body["input"] = json!(self.history);
+        let parent = self.chain.as_ref().and_then(|c| Some((c.last.clone()?, c.upto)));
+        if let Some((id, upto)) = &parent {
+            body["previous_response_id"] = json!(id);
+            body["input"] = json!(self.history[*upto..]);
+        }
         if let Some((f, _)) = &fault {
             body["metadata"]["emulator_fault"] = json!(f);
             Tally::add(&t.faults);
@@ -328,10 +351,14 @@ impl Conversation {
             Verdict::Ok(resp) if resp["instructions"] != json!(tag) => {
                 Verdict::Bad(format!("the response of another request ({})", resp["instructions"]))
             }
-            Verdict::Ok(resp) if !resp["previous_response_id"].is_null() => Verdict::Bad(format!(
-                "previous_response_id {} leaked to the client",
-                resp["previous_response_id"]
-            )),
+            // The client's own parent, or none: never tether's.
+            Verdict::Ok(resp) if resp["previous_response_id"] != json!(parent.as_ref().map(|p| &p.0)) => {
+                Verdict::Bad(format!(
+                    "previous_response_id {} where the client sent {:?}",
+                    resp["previous_response_id"],
+                    parent.as_ref().map(|p| &p.0)
+                ))
+            }
             Verdict::Ok(_) if edited && route == "continue" => {
                 Verdict::Bad("continued a chain after the history was edited".into())
             }
@@ -376,6 +403,10 @@ impl Conversation {
                 calls.push(item["call_id"].clone());
             }
             self.history.push(item);
+        }
+        if let Some(chain) = &mut self.chain {
+            chain.last = resp["id"].as_str().map(str::to_string);
+            chain.upto = self.history.len();
         }
         for call_id in &calls {
             let text = tether::agent::filler(&format!("{}-{call_id}", self.id), 30 + rng.below(250));
