@@ -471,3 +471,53 @@ async fn a_connection_that_never_sends_a_byte_does_not_hold_up_shutdown() {
     tokio::time::timeout(Duration::from_secs(10), &mut t.done).await.expect("shut down").unwrap();
     tokio::time::timeout(Duration::from_secs(5), closed_by_peer(&mut silent)).await.expect("closed");
 }
+
+/// h2c: a connection with no request in progress for `header_read_timeout`
+/// gets a GOAWAY and is closed (hyper closes idle HTTP/1.1 keep-alive
+/// connections by itself, and keeps h2c ones open forever). A stream that
+/// outlasts the limit keeps its connection open: the next request on it
+/// right after still works.
+#[tokio::test]
+async fn idle_h2c_connections_are_closed_but_not_while_a_stream_runs() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let limit = Duration::from_secs(1);
+    let (_emu, t) = common::emulator_and_tether(EmulatorConfig::default(), |c| {
+        c.server.header_read_timeout = limit;
+    })
+    .await;
+    let tcp = TcpStream::connect(t.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let driver = tokio::spawn(conn);
+    // ~28 events 100 ms apart: the stream runs more than twice the limit.
+    let body = serde_json::json!({
+        "model": "m", "input": "hi", "stream": true,
+        "metadata": {"emulator_script": "tools=0,answer=400,delta=20", "emulator_fault": "slow=100"},
+    });
+    let req = http::Request::post(format!("{}/responses", t.base()))
+        .header("authorization", "Bearer sk-h2c")
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let started = Instant::now();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(started.elapsed() > limit * 2, "the stream was shorter than the test needs");
+    assert!(String::from_utf8_lossy(&events).contains("response.completed"));
+    let health = http::Request::get(format!("http://{}/healthz", t.addr)).body(Full::default()).unwrap();
+    let resp = send.send_request(health).await.expect("the connection is still open after the stream");
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    // Now idle: the server closes it (the driver ends) after the limit, not before.
+    let idle_from = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), driver)
+        .await
+        .expect("the idle h2c connection was never closed")
+        .unwrap()
+        .unwrap();
+    assert!(idle_from.elapsed() >= limit - Duration::from_millis(50), "closed before the limit");
+    common::wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(5), |v| v <= 1.0).await;
+}

@@ -241,7 +241,7 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
         "sessions_live_after": after("tether_sessions_live"),
         "tasks_alive_before": baseline.get("tether_runtime_tasks_alive"),
         "tasks_alive_after": after("tether_runtime_tasks_alive"),
-        "idle_rule": "once the load's client is gone: 0 requests in flight (besides the scrape), 0 client connections and 0 upstream sockets beyond the scraper's, runtime tasks back to the count before the load (+2 if the HTTP fallback ran: its idle keep-alive connection and reaper)",
+        "idle_rule": "once the load's client is gone: 0 requests in flight (besides the scrape), 0 client connections and 0 upstream sockets beyond the scraper's, runtime tasks back to the count before the load (if the HTTP fallback ran, plus its pool reaper and at most one idle keep-alive connection per worker)",
         "sockets_opened_total": after("tether_upstream_sockets_opened"),
         "http_fallbacks": idle.metrics.get("tether_http_fallbacks_total").unwrap_or(0.0),
         "tether_plans": idle.metrics.by_label("tether_requests_total", "plan"),

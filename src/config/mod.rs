@@ -42,7 +42,8 @@ pub struct ServerConfig {
     pub allow_remote: bool,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
-    /// Time allowed to read a request's headers (also closes idle keep-alive connections).
+    /// Time allowed to read a request's headers; also closes a connection
+    /// (HTTP/1.1 or h2c) with no request in progress for this long.
     pub header_read_timeout: Duration,
     /// Time allowed to receive a managed request's whole body (408 beyond).
     pub body_read_timeout: Duration,

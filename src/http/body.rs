@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
 use crate::error::ProxyError;
-use crate::metrics::GaugeGuard;
 
 /// Boxed error for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -54,18 +53,19 @@ pub fn channel_after(first: Bytes, capacity: usize) -> (mpsc::Sender<Bytes>, Bod
     (tx, StreamBody::new(stream).boxed_unsync())
 }
 
-/// `body`, holding `guard` until the body ends or is dropped (the client
-/// got everything, or hung up).
-pub fn guarded(body: Body, guard: GaugeGuard) -> Body {
+/// `body`, holding `guard` (a gauge, a connection's count of requests in
+/// progress, …) until the body ends or is dropped (the client got
+/// everything, or hung up).
+pub fn guarded<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
     Guarded { inner: body, _guard: guard }.boxed_unsync()
 }
 
-struct Guarded {
+struct Guarded<G> {
     inner: Body,
-    _guard: GaugeGuard,
+    _guard: G,
 }
 
-impl hyper::body::Body for Guarded {
+impl<G: Unpin> hyper::body::Body for Guarded<G> {
     type Data = Bytes;
     type Error = BoxError;
 

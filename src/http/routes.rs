@@ -21,11 +21,14 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 /// The API prefix tether serves; everything under it maps onto `upstream.base_url`.
 pub const API_PREFIX: &str = "/v1";
 
-/// Serves one request. Errors are answered in the API's JSON shape.
+/// Serves one request. Errors are answered in the API's JSON shape. `busy`
+/// marks the request in progress on its connection until the response body
+/// is done.
 pub async fn handle(
     app: Arc<App>,
     peer: SocketAddr,
     req: Request<Incoming>,
+    busy: super::server::Busy,
 ) -> Result<Response<Body>, Infallible> {
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
     // A /debug/events reader stays open for as long as it likes: not a request in flight.
@@ -37,10 +40,7 @@ pub async fn handle(
         span.in_scope(|| debug!(status = e.status().as_u16(), error = %e, "answered with an error"));
         body::error(&e)
     });
-    Ok(match in_flight {
-        Some(guard) => resp.map(|b| body::guarded(b, guard)),
-        None => resp,
-    })
+    Ok(resp.map(|b| body::guarded(b, (in_flight, busy))))
 }
 
 async fn route(

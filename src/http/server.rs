@@ -1,23 +1,26 @@
 //! The accept loop and graceful shutdown.
 //!
 //! Each connection is served by hyper-util's auto builder (HTTP/1.1 and h2c)
-//! in a task the loop owns (a `JoinSet`). On shutdown the loop stops
+//! in a task the loop owns (a `JoinSet`). A connection with no request in
+//! progress for `header_read_timeout` is closed gracefully (hyper does it for
+//! an idle HTTP/1.1 keep-alive connection; for h2c, which hyper keeps open
+//! forever, the task does it with a GOAWAY). On shutdown the loop stops
 //! accepting, asks every connection to finish its in-flight requests and
 //! streams, waits up to `shutdown_grace`, then aborts what is left.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::App;
@@ -25,6 +28,62 @@ use crate::error::api_error_body;
 use crate::metrics::GaugeGuard;
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Requests in progress on one client connection, and when it last had none.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    busy: AtomicUsize,
+    /// Milliseconds after `opened` at which the last request ended.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            opened: Instant::now(),
+            busy: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// When the connection will have had no request in progress for
+    /// `limit`; `None` while one is in progress.
+    fn idle_deadline(&self, limit: Duration) -> Option<Instant> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.opened + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)) + limit)
+    }
+}
+
+/// One request in progress on its connection, until its response body is
+/// done or dropped (a stream counts for as long as it runs).
+#[derive(Debug)]
+pub struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Busy {
+        activity.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.idle_since_ms.store(a.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sleeps until `at`, or forever when there is none.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Accepts connections on `listener` until `shutdown` resolves, then drains.
 pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
@@ -36,8 +95,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(server.max_header_bytes as u32);
-    let graceful = GracefulShutdown::new();
-    // Tells connections that have not sent a byte yet to close at once on shutdown.
+    // Tells every connection to finish what it serves and close, on shutdown.
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(());
     let mut connections = JoinSet::new();
     // Connections turned away at `server.max_connections`, each answered 503 then closed.
@@ -60,7 +118,6 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                     let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
                     let app = app.clone();
                     let builder = builder.clone();
-                    let watcher = graceful.watcher();
                     let mut stopping = stopping_rx.clone();
                     let span = info_span!("conn", id, %peer);
                     connections.spawn(async move {
@@ -82,9 +139,35 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                             },
                             _ = stopping.changed() => return,
                         }
-                        let svc = service_fn(move |req| super::routes::handle(app.clone(), peer, req));
+                        let limit = app.config.server.header_read_timeout;
+                        let activity = Activity::new();
+                        let svc_activity = activity.clone();
+                        let svc = service_fn(move |req| {
+                            super::routes::handle(app.clone(), peer, req, Busy::new(&svc_activity))
+                        });
                         let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                        if let Err(e) = watcher.watch(conn).await {
+                        tokio::pin!(conn);
+                        let mut closing = false;
+                        let ended = loop {
+                            // Checked again when due: a request may have come and gone since.
+                            let check = (!closing)
+                                .then(|| activity.idle_deadline(limit).unwrap_or_else(|| Instant::now() + limit));
+                            tokio::select! {
+                                ended = conn.as_mut() => break ended,
+                                _ = stopping.changed(), if !closing => {
+                                    conn.as_mut().graceful_shutdown();
+                                    closing = true;
+                                }
+                                () = until(check) => {
+                                    if activity.idle_deadline(limit).is_some_and(|at| at <= Instant::now()) {
+                                        debug!("no request for header_read_timeout; closing");
+                                        conn.as_mut().graceful_shutdown();
+                                        closing = true;
+                                    }
+                                }
+                            }
+                        };
+                        if let Err(e) = ended {
                             debug!(error = %e, "connection ended with an error");
                         }
                         drop(open);
@@ -106,7 +189,8 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     app.begin_shutdown();
     let grace = app.config.server.shutdown_grace;
     info!(open = connections.len(), ?grace, "stopped accepting; draining open requests");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         warn!(open = connections.len(), "shutdown grace expired; closing the rest");
     }
     connections.shutdown().await;
