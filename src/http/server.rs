@@ -95,6 +95,8 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(server.max_header_bytes as u32);
+    // Shared by every connection task (a connection borrows its builder).
+    let builder = Arc::new(builder);
     // Tells every connection to finish what it serves and close, on shutdown.
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(());
     let mut connections = JoinSet::new();
