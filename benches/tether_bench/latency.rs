@@ -122,7 +122,9 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
 /// 2 ms apart by the emulator). Two more references split the added time:
 /// the emulator's own WebSocket path (a plain WebSocket client, no tether),
 /// and tether's own share of each turn from its decision records (time to
-/// the first event minus the upstream's).
+/// the first event minus the upstream's). As in `overhead`, the paths take
+/// turns request by request, in a rotating order, so the drift and noise of
+/// a shared machine fall on all of them alike.
 pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
     let tether = Child::start(&upstream, &[])?;
@@ -134,43 +136,41 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let (unpaced, paced) = (Bytes::from(unpaced.to_string()), Bytes::from(paced.to_string()));
     let c = common::client();
     let tap = crate::events::Tap::start(tether.socket_addr()?).await?;
-    let mut sides = Vec::new();
-    let mut own = Vec::new();
-    let urls = [format!("{upstream}/responses"), format!("http://{}/v1/responses", tether.addr)];
-    for (i, url) in urls.iter().enumerate() {
-        let (mut ttfe, mut gaps) = (Vec::new(), Vec::new());
-        // Every turn here is a new conversation to tether (the same request
-        // again, without the last answer): it opens a socket for each, in
-        // the background thanks to its spare, until `pool.per_tenant` (64).
-        // Warm up past that, so measured turns meet the pool at rest.
-        for _ in 0..warm {
-            stream_once(&c, url, unpaced.clone()).await?;
-        }
-        for _ in 0..turns {
-            ttfe.push(stream_once(&c, url, unpaced.clone()).await?.0);
-        }
-        if i == 1 {
-            // tether's records: time before sending upstream, and upstream's
-            // own time to first event, per turn.
-            for _ in 0..warm + turns {
-                let r = tap.next(Duration::from_secs(10)).await?;
-                let ms = |k: &str| Duration::from_secs_f64(r[k].as_f64().unwrap_or(0.0) / 1e3);
-                own.push((ms("prepare_ms"), ms("ttfe_ms")));
-            }
-        }
-        for _ in 0..turns.div_ceil(10) {
-            gaps.extend(stream_once(&c, url, paced.clone()).await?.1);
-        }
-        sides.push((ttfe, gaps));
+    let [direct, via] = [format!("{upstream}/responses"), format!("http://{}/v1/responses", tether.addr)];
+    // Every turn here is a new conversation to tether (the same request
+    // again, without the last answer): it opens a socket for each, in the
+    // background thanks to its spare, until `pool.per_tenant` (64). Warm up
+    // past that, so measured turns meet the pool at rest.
+    for _ in 0..warm {
+        stream_once(&c, &direct, unpaced.clone()).await?;
+        stream_once(&c, &via, unpaced.clone()).await?;
     }
     let mut ws = WsTurns::open(&ws_url(&upstream), ws_frame).await?;
     ws.turn().await?;
-    let mut direct_ws = Vec::with_capacity(turns);
-    for _ in 0..turns {
-        direct_ws.push(ws.turn().await?.0);
+    let (mut dt, mut tt, mut direct_ws) =
+        (Vec::with_capacity(turns), Vec::with_capacity(turns), Vec::with_capacity(turns));
+    for i in 0..turns {
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 => dt.push(stream_once(&c, &direct, unpaced.clone()).await?.0),
+                1 => tt.push(stream_once(&c, &via, unpaced.clone()).await?.0),
+                _ => direct_ws.push(ws.turn().await?.0),
+            }
+        }
     }
-    let (mut dt, mut dg) = sides.remove(0);
-    let (mut tt, mut tg) = sides.remove(0);
+    // tether's records of its warm-up and measured turns, in order: time
+    // before sending upstream, and the upstream's own time to first event.
+    let mut own = Vec::with_capacity(warm + turns);
+    for _ in 0..warm + turns {
+        let r = tap.next(Duration::from_secs(10)).await?;
+        let ms = |k: &str| Duration::from_secs_f64(r[k].as_f64().unwrap_or(0.0) / 1e3);
+        own.push((ms("prepare_ms"), ms("ttfe_ms")));
+    }
+    let (mut dg, mut tg) = (Vec::new(), Vec::new());
+    for _ in 0..turns.div_ceil(10) {
+        dg.extend(stream_once(&c, &direct, paced.clone()).await?.1);
+        tg.extend(stream_once(&c, &via, paced.clone()).await?.1);
+    }
     let p = common::pct_us;
     own.drain(..warm);
     // tether's own share of each measured turn: its TTFE minus the upstream's.
