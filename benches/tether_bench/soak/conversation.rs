@@ -359,6 +359,12 @@ impl Conversation {
                     parent.as_ref().map(|p| &p.0)
                 ))
             }
+            // A client's own chain is passed on as it is, never re-planned by tether.
+            Verdict::Ok(_)
+                if parent.is_some() && !["client_managed", "http_fallback"].contains(&route.as_str()) =>
+            {
+                Verdict::Bad(format!("a client-chained request took route {route}"))
+            }
             Verdict::Ok(_) if edited && route == "continue" => {
                 Verdict::Bad("continued a chain after the history was edited".into())
             }
