@@ -321,6 +321,29 @@ async fn at_the_tenant_limit_a_fresh_turn_takes_the_socket_idle_the_longest() ->
     Ok(())
 }
 
+/// A socket continued after it became idle goes to the back of the line: a
+/// fresh turn at the tenant limit takes the one idle the longest since.
+#[tokio::test]
+async fn a_continued_socket_is_no_longer_the_one_idle_the_longest() -> anyhow::Result<()> {
+    let srv = server(None).await?;
+    let mut s = settings(&srv.url);
+    s.per_tenant = 3;
+    let pool = UpstreamPool::new(s);
+    let ids = warm_sockets_freed_in_order(&pool, 0xB, [0, 1, 2]).await?;
+    // The conversation on socket 0 continues: it is now the most recently used.
+    let mut again = pool.checkout(0xB, &creds("ka"), Some(ids[0])).await?;
+    turn(&mut again).await?;
+    drop(again);
+    assert!(eventually(|| matches!(pool.status(ids[0]), SocketSnapshot::Idle { .. })).await);
+    let first = pool.checkout(0xB, &creds("ka"), None).await?;
+    assert_eq!(first.id(), ids[1]);
+    let second = pool.checkout(0xB, &creds("ka"), None).await?;
+    assert_eq!(second.id(), ids[2]);
+    let third = pool.checkout(0xB, &creds("ka"), None).await?;
+    assert_eq!(third.id(), ids[0]);
+    Ok(())
+}
+
 #[tokio::test]
 async fn max_age_rotates_between_turns() -> anyhow::Result<()> {
     let srv = server(None).await?;

@@ -6,7 +6,7 @@
 //! without a preference do not wipe a live session's warm state while there is
 //! room to open a new socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::shared::{SocketHandle, State};
+use super::shared::{Freed, SocketHandle, State};
 use super::{Credentials, Lease, SocketId, UpstreamError, WsSettings, connect, spawn_socket, tenant_short};
 
 /// What the session store may learn about a socket.
@@ -60,6 +60,8 @@ struct Inner {
     state: Mutex<PoolState>,
     /// Woken when a socket is released, ends a turn or dies.
     notify: Arc<Notify>,
+    /// The sockets that became idle or died since a checkout last looked.
+    freed: Freed,
     shutdown: watch::Sender<bool>,
     next_id: AtomicU64,
     opened_total: AtomicU64,
@@ -68,10 +70,22 @@ struct Inner {
 #[derive(Debug, Default)]
 struct PoolState {
     sockets: HashMap<SocketId, Entry>,
+    /// Sockets per tenant in `sockets`.
+    counts: HashMap<u128, usize>,
+    /// Per tenant, the sockets that became idle with an empty cache (`cold`)
+    /// or holding a response (`warm`), in the order they did, each with the
+    /// time it did: an entry whose socket has been leased (or died) since is
+    /// stale and skipped. A fresh checkout takes from their fronts instead
+    /// of looking at every socket.
+    cold: HashMap<u128, VecDeque<Freeing>>,
+    warm: HashMap<u128, VecDeque<Freeing>>,
     /// Handshakes in progress per tenant: they hold a slot.
     connecting: HashMap<u128, usize>,
     closed: bool,
 }
+
+/// A socket and when it became idle.
+type Freeing = (SocketId, Option<std::time::Instant>);
 
 #[derive(Debug)]
 struct Entry {
@@ -79,21 +93,15 @@ struct Entry {
     join: JoinHandle<()>,
 }
 
-/// What [`PoolState::survey`] saw of one tenant's sockets.
+/// What a fresh checkout counts of one tenant's sockets.
 #[derive(Debug, Default)]
 struct Survey {
     /// The tenant's sockets, handshakes under way included.
     mine: usize,
     /// All sockets, handshakes under way included.
     total: usize,
-    /// An idle socket of the tenant with an empty cache.
-    cold: Option<SocketId>,
-    /// How many such sockets the tenant has (spares included).
+    /// The tenant's idle sockets with an empty cache (spares included).
     cold_count: usize,
-    /// The tenant's idle socket unused the longest: when a fresh turn must
-    /// take a socket holding some conversation's latest response, the one
-    /// least likely to be continued.
-    idle: Option<SocketId>,
 }
 
 /// What one look at the pool decided.
@@ -137,42 +145,128 @@ impl Drop for Reservation {
 }
 
 impl PoolState {
-    /// One pass over the sockets: forgets dead ones, closes idle ones past
+    /// One pass over every socket: forgets dead ones, closes idle ones past
     /// `max_age` (dropping the pool's handle ends an idle task with a normal
-    /// close), notes what a checkout for `tenant` needs, and shows each
-    /// socket kept to `each`, under its lock.
-    fn survey(
-        &mut self,
-        tenant: Option<u128>,
-        max_age: Duration,
-        mut each: impl FnMut(&Entry, &State),
-    ) -> Survey {
+    /// close), and shows each socket kept to `each`, under its lock.
+    fn sweep(&mut self, max_age: Duration, mut each: impl FnMut(&Entry, &State)) {
         let now = Instant::now();
-        let mut v = Survey::default();
-        let mut lru: Option<(Option<std::time::Instant>, SocketId)> = None;
-        self.sockets.retain(|id, e| {
+        let mut gone = Vec::new();
+        self.sockets.retain(|_, e| {
             let s = e.handle.shared.lock();
             let keep = !spent(e, &s, now, max_age);
             if keep {
                 each(e, &s);
-            }
-            if keep && Some(e.handle.shared.tenant) == tenant {
-                v.mine += 1;
-                if !s.busy() {
-                    if lru.is_none_or(|l| (s.idle_since, *id) < l) {
-                        lru = Some((s.idle_since, *id));
-                    }
-                    if s.latest.is_none() {
-                        v.cold.get_or_insert(*id);
-                        v.cold_count += 1;
-                    }
-                }
+            } else {
+                gone.push(e.handle.shared.tenant);
             }
             keep
         });
-        v.idle = lru.map(|(_, id)| id);
-        (v.mine, v.total) = self.with_connecting(tenant, v.mine, self.sockets.len());
-        v
+        for tenant in gone {
+            self.uncount(tenant);
+        }
+    }
+
+    fn insert(&mut self, id: SocketId, entry: Entry) {
+        *self.counts.entry(entry.handle.shared.tenant).or_default() += 1;
+        self.sockets.insert(id, entry);
+    }
+
+    /// Forgets socket `id` (an idle one closes once its handle is dropped).
+    fn remove(&mut self, id: SocketId) -> Option<Entry> {
+        let e = self.sockets.remove(&id)?;
+        self.uncount(e.handle.shared.tenant);
+        Some(e)
+    }
+
+    fn uncount(&mut self, tenant: u128) {
+        if let Some(n) = self.counts.get_mut(&tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.counts.remove(&tenant);
+                self.cold.remove(&tenant);
+                self.warm.remove(&tenant);
+            }
+        }
+    }
+
+    /// Whether `id` is still idle since `since`, alive and young enough.
+    fn still_idle(&self, (id, since): Freeing, now: Instant, max_age: Duration) -> bool {
+        self.sockets.get(&id).is_some_and(|e| {
+            let s = e.handle.shared.lock();
+            !spent(e, &s, now, max_age) && !s.busy() && s.idle_since == since
+        })
+    }
+
+    /// Reads the sockets that became idle or died since the last look into
+    /// the tenants' queues (the dead are forgotten). A queue grown well past
+    /// its tenant's socket count (continuations free their sockets too) is
+    /// compacted to its live entries.
+    fn absorb(&mut self, freed: &Freed, max_age: Duration) {
+        let ids = std::mem::take(&mut *freed.lock().unwrap_or_else(|e| e.into_inner()));
+        let now = Instant::now();
+        for id in ids {
+            let Some(e) = self.sockets.get(&id) else { continue };
+            let tenant = e.handle.shared.tenant;
+            let (spent, idle) = {
+                let s = e.handle.shared.lock();
+                (spent(e, &s, now, max_age), (!s.busy()).then(|| (s.latest.is_none(), s.idle_since)))
+            };
+            if spent {
+                self.remove(id);
+                continue;
+            }
+            let Some((cold, since)) = idle else { continue };
+            let queues = if cold { &mut self.cold } else { &mut self.warm };
+            queues.entry(tenant).or_default().push_back((id, since));
+            let limit = 2 * self.counts.get(&tenant).copied().unwrap_or(0) + 8;
+            for cold in [true, false] {
+                let queues = if cold { &mut self.cold } else { &mut self.warm };
+                if queues.get(&tenant).is_some_and(|q| q.len() > limit) {
+                    let mut q = queues.remove(&tenant).unwrap_or_default();
+                    q.retain(|f| self.still_idle(*f, now, max_age));
+                    let queues = if cold { &mut self.cold } else { &mut self.warm };
+                    queues.insert(tenant, q);
+                }
+            }
+        }
+    }
+
+    /// Leases the tenant's socket idle the longest from its cold or warm
+    /// queue, skipping stale entries (sockets past `max_age` are closed).
+    fn take(&mut self, tenant: u128, cold: bool, max_age: Duration) -> Option<Lease> {
+        let now = Instant::now();
+        let mut aged = Vec::new();
+        let mut found = None;
+        let queues = if cold { &mut self.cold } else { &mut self.warm };
+        if let Some(q) = queues.get_mut(&tenant) {
+            while let Some((id, since)) = q.pop_front() {
+                let Some(e) = self.sockets.get(&id) else { continue };
+                {
+                    let s = e.handle.shared.lock();
+                    if spent(e, &s, now, max_age) {
+                        aged.push(id);
+                        continue;
+                    }
+                    if s.busy() || s.idle_since != since {
+                        continue;
+                    }
+                }
+                if e.handle.shared.try_lease().is_ok() {
+                    found = Some(Lease::new(e.handle.clone(), false));
+                    break;
+                }
+            }
+        }
+        for id in aged {
+            self.remove(id);
+        }
+        found
+    }
+
+    /// How many live entries the tenant's cold queue holds.
+    fn cold_count(&self, tenant: u128, max_age: Duration) -> usize {
+        let now = Instant::now();
+        self.cold.get(&tenant).map_or(0, |q| q.iter().filter(|f| self.still_idle(**f, now, max_age)).count())
     }
 
     /// `mine` and `total` plus the handshakes under way (for `tenant`, and in all).
@@ -180,13 +274,6 @@ impl PoolState {
         let connecting: usize = self.connecting.values().sum();
         let own = tenant.and_then(|t| self.connecting.get(&t)).copied().unwrap_or(0);
         (mine + own, total + connecting)
-    }
-
-    /// Leases socket `id` if it is still idle.
-    fn lease(&self, id: Option<SocketId>) -> Option<Lease> {
-        let e = self.sockets.get(&id?)?;
-        e.handle.shared.try_lease().ok()?;
-        Some(Lease::new(e.handle.clone(), false))
     }
 
     fn unreserve(&mut self, tenant: u128) {
@@ -208,6 +295,7 @@ impl UpstreamPool {
                 settings,
                 state: Mutex::new(PoolState::default()),
                 notify: Arc::new(Notify::new()),
+                freed: Freed::default(),
                 shutdown,
                 next_id: AtomicU64::new(1),
                 opened_total: AtomicU64::new(0),
@@ -257,16 +345,20 @@ impl UpstreamPool {
         }
     }
 
-    /// The socket a continuation is pinned to. Only that entry is looked at:
-    /// dead, or idle past `max_age`, it is forgotten (and closed) here.
+    /// The socket a continuation is pinned to. Only that entry is looked at
+    /// (besides the sockets freed since the last checkout): dead, or idle
+    /// past `max_age`, it is forgotten (and closed) here.
     fn checkout_preferred(&self, tenant: u128, id: SocketId) -> Result<Lease, UpstreamError> {
         let mut st = self.lock();
+        // Every checkout reads the list of freed sockets, so it stays short
+        // however long the pool goes without a fresh one.
+        st.absorb(&self.inner.freed, self.inner.settings.max_age);
         let entry = st.sockets.get(&id).ok_or(UpstreamError::Gone)?;
         if entry.handle.shared.tenant != tenant {
             return Err(UpstreamError::Gone);
         }
         if spent(entry, &entry.handle.shared.lock(), Instant::now(), self.inner.settings.max_age) {
-            st.sockets.remove(&id);
+            st.remove(id);
             return Err(UpstreamError::Gone);
         }
         entry.handle.shared.try_lease()?;
@@ -282,7 +374,10 @@ impl UpstreamPool {
         if st.closed {
             return Err(UpstreamError::Gone);
         }
-        let mut survey = st.survey(Some(tenant), s.max_age, |_, _| {});
+        st.absorb(&self.inner.freed, s.max_age);
+        let mine = st.counts.get(&tenant).copied().unwrap_or(0);
+        let (mine, total) = st.with_connecting(Some(tenant), mine, st.sockets.len());
+        let mut survey = Survey { mine, total, cold_count: st.cold_count(tenant, s.max_age) };
         let pick = self.pick_in(&mut st, tenant, &mut survey);
         let spares = match pick {
             Pick::Wait => Vec::new(),
@@ -295,8 +390,8 @@ impl UpstreamPool {
 
     fn pick_in(&self, st: &mut PoolState, tenant: u128, survey: &mut Survey) -> Pick {
         let s = &self.inner.settings;
-        if let Some(lease) = st.lease(survey.cold) {
-            survey.cold_count -= 1;
+        if let Some(lease) = st.take(tenant, true, s.max_age) {
+            survey.cold_count = survey.cold_count.saturating_sub(1);
             return Pick::Lease(lease);
         }
         if survey.mine < s.per_tenant {
@@ -309,10 +404,12 @@ impl UpstreamPool {
                 return Pick::Open(Reservation::take(self, st, tenant));
             }
         }
-        if let Some(lease) = st.lease(survey.idle) {
+        // A fresh turn must take a socket holding some conversation's latest
+        // response: the one idle the longest, least likely to be continued.
+        if let Some(lease) = st.take(tenant, false, s.max_age) {
             return Pick::Lease(lease);
         }
-        // The idle one seen was taken since (a tool's `Lease::take`): any other?
+        // None queued (a tool's `Lease::take` raced, say): any other?
         let any = st
             .sockets
             .values()
@@ -366,9 +463,10 @@ impl UpstreamPool {
             self.inner.notify.clone(),
             self.inner.shutdown.subscribe(),
         );
+        handle.shared.report_to(self.inner.freed.clone());
         handle.shared.try_lease()?;
         let lease = Lease::new(handle.clone(), true);
-        st.sockets.insert(id, Entry { handle, join });
+        st.insert(id, Entry { handle, join });
         Ok(lease)
     }
 
@@ -429,7 +527,7 @@ impl UpstreamPool {
         let mut st = self.lock();
         let mut per_tenant = HashMap::new();
         let mut busy = 0;
-        st.survey(None, self.inner.settings.max_age, |e, s| {
+        st.sweep(self.inner.settings.max_age, |e, s| {
             *per_tenant.entry(e.handle.shared.tenant).or_default() += 1;
             busy += usize::from(s.busy());
         });
@@ -447,6 +545,9 @@ impl UpstreamPool {
         let entries: Vec<Entry> = {
             let mut st = self.lock();
             st.closed = true;
+            st.counts.clear();
+            st.cold.clear();
+            st.warm.clear();
             st.sockets.drain().map(|(_, e)| e).collect()
         };
         let _ = self.inner.shutdown.send(true);
@@ -482,5 +583,5 @@ fn evict_other_idle(st: &mut PoolState, tenant: u128) -> bool {
         .map(|(_, id)| id);
     let Some(id) = victim else { return false };
     debug!(socket = id, "closing another tenant's idle socket for room");
-    st.sockets.remove(&id).is_some()
+    st.remove(id).is_some()
 }

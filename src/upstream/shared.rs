@@ -1,7 +1,7 @@
 //! The state one socket task shares with its leases and the pool, and the
 //! commands the task accepts.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
@@ -55,6 +55,10 @@ impl State {
     }
 }
 
+/// The pool's list of sockets that became idle or died since it last looked,
+/// in that order: a checkout reads it instead of looking at every socket.
+pub(crate) type Freed = Arc<Mutex<Vec<SocketId>>>;
+
 /// What the pool and leases share with the task.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -64,11 +68,33 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Woken whenever the socket may have become idle or died.
     notify: Arc<Notify>,
+    /// Told the same, when the socket belongs to a pool.
+    freed: OnceLock<Freed>,
 }
 
 impl Shared {
     pub(crate) fn new(id: SocketId, tenant: u128, notify: Arc<Notify>) -> Self {
-        Self { id, tenant, opened_at: Instant::now(), state: Mutex::new(State::default()), notify }
+        Self {
+            id,
+            tenant,
+            opened_at: Instant::now(),
+            state: Mutex::new(State::default()),
+            notify,
+            freed: OnceLock::new(),
+        }
+    }
+
+    /// Reports to `freed` each time the socket becomes idle or dies.
+    pub(crate) fn report_to(&self, freed: Freed) {
+        let _ = self.freed.set(freed);
+    }
+
+    /// Wakes waiters, and tells the pool when the socket is now idle or dead.
+    fn changed(&self, freed_or_dead: bool) {
+        if freed_or_dead && let Some(f) = self.freed.get() {
+            f.lock().unwrap_or_else(|e| e.into_inner()).push(self.id);
+        }
+        self.notify.notify_waiters();
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -89,32 +115,36 @@ impl Shared {
     }
 
     pub(crate) fn release(&self) {
-        {
+        let idle = {
             let mut s = self.lock();
             s.leased = false;
             s.idle_since = Some(std::time::Instant::now());
-        }
-        self.notify.notify_waiters();
+            !s.busy() && s.dead.is_none()
+        };
+        self.changed(idle);
     }
 
     pub(crate) fn end_turn(&self, latest: Option<String>) {
-        {
+        let idle = {
             let mut s = self.lock();
             s.pending = s.pending.saturating_sub(1);
             s.latest = latest;
             s.idle_since = Some(std::time::Instant::now());
-        }
-        self.notify.notify_waiters();
+            !s.busy() && s.dead.is_none()
+        };
+        self.changed(idle);
     }
 
     pub(crate) fn die(&self, why: UpstreamError) {
-        {
+        let first = {
             let mut s = self.lock();
             s.pending = 0;
             s.latest = None;
+            let first = s.dead.is_none();
             s.dead.get_or_insert(why);
-        }
-        self.notify.notify_waiters();
+            first
+        };
+        self.changed(first);
     }
 
     /// Out of service: gone for the pool (and so swept from it). The task
