@@ -149,14 +149,18 @@ async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-/// Opens three sockets for `tenant`, runs a turn on each (so each holds a
-/// response), then frees them in `order`, a few ms apart; returns their ids
-/// in opening order.
-async fn warm_sockets_freed_in_order(
-    pool: &UpstreamPool,
+/// A pool on a fresh test server, with `tweak` applied to its settings,
+/// holding three warm sockets of `tenant` (each ran a turn, so each holds a
+/// response), freed in `order` a few ms apart; their ids in opening order.
+async fn pool_with_warm_sockets(
+    tweak: impl FnOnce(&mut WsSettings),
     tenant: u128,
     order: [usize; 3],
-) -> anyhow::Result<Vec<u64>> {
+) -> anyhow::Result<(UpstreamPool, Vec<u64>)> {
+    let srv = server(None).await?;
+    let mut s = settings(&srv.url);
+    tweak(&mut s);
+    let pool = UpstreamPool::new(s);
     let mut leases = Vec::new();
     for _ in 0..3 {
         let mut l = pool.checkout(tenant, &creds("ka"), None).await?;
@@ -170,7 +174,7 @@ async fn warm_sockets_freed_in_order(
         assert!(eventually(|| matches!(pool.status(id), SocketSnapshot::Idle { .. })).await);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(ids)
+    Ok((pool, ids))
 }
 
 #[tokio::test]
@@ -287,12 +291,8 @@ async fn total_limit_evicts_another_tenants_idle_socket() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn at_the_total_limit_the_socket_idle_the_longest_is_closed() -> anyhow::Result<()> {
-    let srv = server(None).await?;
-    let mut s = settings(&srv.url);
-    s.total = 3;
-    let pool = UpstreamPool::new(s);
     // Tenant A: three warm sockets, freed in the order 2, 0, 1.
-    let ids = warm_sockets_freed_in_order(&pool, 0xA, [2, 0, 1]).await?;
+    let (pool, ids) = pool_with_warm_sockets(|s| s.total = 3, 0xA, [2, 0, 1]).await?;
     // Tenant B needs room: the socket idle the longest (2) goes, the others stay.
     let b = pool.checkout(0xB, &creds("kb"), None).await?;
     assert_eq!(pool.status(ids[2]), SocketSnapshot::Gone);
@@ -305,12 +305,8 @@ async fn at_the_total_limit_the_socket_idle_the_longest_is_closed() -> anyhow::R
 
 #[tokio::test]
 async fn at_the_tenant_limit_a_fresh_turn_takes_the_socket_idle_the_longest() -> anyhow::Result<()> {
-    let srv = server(None).await?;
-    let mut s = settings(&srv.url);
-    s.per_tenant = 3;
-    let pool = UpstreamPool::new(s);
     // Three warm sockets (each holds a response), freed in the order 1, 2, 0.
-    let ids = warm_sockets_freed_in_order(&pool, 0xA, [1, 2, 0]).await?;
+    let (pool, ids) = pool_with_warm_sockets(|s| s.per_tenant = 3, 0xA, [1, 2, 0]).await?;
     // No room for a fourth: the fresh turn takes the one idle the longest (1),
     // then the next (2); the most recently used (0) is kept for its conversation.
     let first = pool.checkout(0xA, &creds("ka"), None).await?;
@@ -325,11 +321,7 @@ async fn at_the_tenant_limit_a_fresh_turn_takes_the_socket_idle_the_longest() ->
 /// fresh turn at the tenant limit takes the one idle the longest since.
 #[tokio::test]
 async fn a_continued_socket_is_no_longer_the_one_idle_the_longest() -> anyhow::Result<()> {
-    let srv = server(None).await?;
-    let mut s = settings(&srv.url);
-    s.per_tenant = 3;
-    let pool = UpstreamPool::new(s);
-    let ids = warm_sockets_freed_in_order(&pool, 0xB, [0, 1, 2]).await?;
+    let (pool, ids) = pool_with_warm_sockets(|s| s.per_tenant = 3, 0xB, [0, 1, 2]).await?;
     // The conversation on socket 0 continues: it is now the most recently used.
     let mut again = pool.checkout(0xB, &creds("ka"), Some(ids[0])).await?;
     turn(&mut again).await?;
