@@ -94,7 +94,7 @@ struct Entry {
 }
 
 /// What a fresh checkout counts of one tenant's sockets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Survey {
     /// The tenant's sockets, handshakes under way included.
     mine: usize,
@@ -216,17 +216,15 @@ impl PoolState {
                 continue;
             }
             let Some((cold, since)) = idle else { continue };
-            let queues = if cold { &mut self.cold } else { &mut self.warm };
-            queues.entry(tenant).or_default().push_back((id, since));
             let limit = 2 * self.counts.get(&tenant).copied().unwrap_or(0) + 8;
-            for cold in [true, false] {
+            let queues = if cold { &mut self.cold } else { &mut self.warm };
+            let q = queues.entry(tenant).or_default();
+            q.push_back((id, since));
+            if q.len() > limit {
+                let mut q = std::mem::take(q);
+                q.retain(|f| self.still_idle(*f, now, max_age));
                 let queues = if cold { &mut self.cold } else { &mut self.warm };
-                if queues.get(&tenant).is_some_and(|q| q.len() > limit) {
-                    let mut q = queues.remove(&tenant).unwrap_or_default();
-                    q.retain(|f| self.still_idle(*f, now, max_age));
-                    let queues = if cold { &mut self.cold } else { &mut self.warm };
-                    queues.insert(tenant, q);
-                }
+                queues.insert(tenant, q);
             }
         }
     }
