@@ -43,6 +43,16 @@ use tokio::net::TcpListener;
 use config::Config;
 use upstream::http::HttpUpstream;
 
+/// Sleeps until `at`, or forever when there is no deadline: a `select!`
+/// branch for a timer that may be off (socket keepalive and drain, a client
+/// connection's idle limit).
+pub(crate) async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Everything a request handler needs, shared by all connections.
 #[derive(Debug)]
 pub struct App {

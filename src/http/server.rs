@@ -23,9 +23,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::App;
 use crate::error::api_error_body;
 use crate::metrics::GaugeGuard;
+use crate::{App, until};
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -74,14 +74,6 @@ impl Drop for Busy {
         let a = &self.0;
         a.idle_since_ms.store(a.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
         a.busy.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Sleeps until `at`, or forever when there is none.
-async fn until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -15,7 +15,7 @@ use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,6 +23,7 @@ use tracing::debug;
 
 use super::shared::{Command, Frame, FrameTx, Relay, Shared, SocketHandle};
 use super::{SocketId, UpstreamError, WsSettings, tenant_short};
+use crate::until;
 
 /// What [`SocketTask::forward`] tells the turn loop.
 enum Step {
@@ -181,14 +182,6 @@ async fn fail(consumer: Option<&FrameTx>, why: UpstreamError) -> Result<(), Upst
         let _ = tx.send(Err(why.clone())).await;
     }
     Err(why)
-}
-
-/// Sleeps until `at`, or forever when there is no deadline.
-async fn until(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl<S, E> SocketTask<S>
