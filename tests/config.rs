@@ -180,7 +180,6 @@ fn worker_threads_reads_from_env_and_refuses_a_negative() {
     assert_eq!(errors[0].field, "TETHER_SERVER_WORKER_THREADS", "{errors:?}");
 }
 
-/// A child process killed when dropped (also when a test fails midway).
 /// Spawns `tether` with `args` and `env`, stderr discarded.
 fn spawn_listening(args: &[&str], env: &[(&str, &str)]) -> (common::Running, std::net::SocketAddr) {
     common::spawn_binary(args, env, std::process::Stdio::null())
