@@ -124,7 +124,9 @@ impl Fingerprint {
 
     /// Appends items (e.g. a response's output before `commit`).
     pub fn extend(&mut self, items: &[&RawValue]) -> Result<(), ItemError> {
-        let mut scratch = Scratch::default();
+        let longest = items.iter().map(|raw| raw.get().len()).max().unwrap_or(0);
+        let mut scratch = Scratch::for_items(longest);
+        self.reserve(items.len());
         for raw in items {
             let text = raw.get();
             let (item, kind) = match hash_raw_item(text, &mut scratch) {
@@ -144,6 +146,7 @@ impl Fingerprint {
 
     /// Appends items that were already parsed into [`Value`]s.
     pub fn extend_values(&mut self, items: &[Value]) -> Result<(), ItemError> {
+        self.reserve(items.len());
         for v in items {
             let index = self.len();
             let node =
@@ -152,6 +155,13 @@ impl Fingerprint {
             self.push(item, kind);
         }
         Ok(())
+    }
+
+    fn reserve(&mut self, more: usize) {
+        self.items.reserve(more);
+        self.kinds.reserve(more);
+        self.chain.reserve(more);
+        self.content.reserve(more);
     }
 
     fn push(&mut self, item: u128, kind: ItemKind) {

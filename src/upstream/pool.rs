@@ -81,6 +81,9 @@ struct PoolState {
     warm: HashMap<u128, VecDeque<Freeing>>,
     /// Handshakes in progress per tenant: they hold a slot.
     connecting: HashMap<u128, usize>,
+    /// `absorb`'s buffer, swapped with the shared list so neither one is
+    /// reallocated at every turn.
+    absorbing: Vec<SocketId>,
     closed: bool,
 }
 
@@ -202,9 +205,10 @@ impl PoolState {
     /// its tenant's socket count (continuations free their sockets too) is
     /// compacted to its live entries.
     fn absorb(&mut self, freed: &Freed, max_age: Duration) {
-        let ids = std::mem::take(&mut *freed.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut ids = std::mem::take(&mut self.absorbing);
+        std::mem::swap(&mut ids, &mut *freed.lock().unwrap_or_else(|e| e.into_inner()));
         let now = Instant::now();
-        for id in ids {
+        for id in ids.drain(..) {
             let Some(e) = self.sockets.get(&id) else { continue };
             let tenant = e.handle.shared.tenant;
             let (spent, idle) = {
@@ -227,6 +231,7 @@ impl PoolState {
                 queues.insert(tenant, q);
             }
         }
+        self.absorbing = ids;
     }
 
     /// Leases the tenant's socket idle the longest from its cold or warm

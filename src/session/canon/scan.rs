@@ -38,6 +38,21 @@ pub(crate) struct Scratch<'a> {
     contents: Vec<Content>,
 }
 
+impl Scratch<'_> {
+    /// Buffers sized for items of up to `longest` bytes of text, so the
+    /// first item of a call does not grow them step by step. An encoding
+    /// is about as long as its text (long strings become 17-byte digests).
+    pub(crate) fn for_items(longest: usize) -> Self {
+        let bytes = (longest + longest / 2).min(1 << 16);
+        Scratch {
+            out: Vec::with_capacity(bytes),
+            tmp: Vec::with_capacity(bytes),
+            members: Vec::with_capacity(16),
+            contents: Vec::new(),
+        }
+    }
+}
+
 /// A kept object member: its key and where its encoding lies in `out`.
 struct Member<'a> {
     key: Cow<'a, str>,
