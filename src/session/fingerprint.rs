@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::canon::{ItemKind, Node, Scratch, hash_item, hash_raw_item};
 use super::tenant::TenantId;
@@ -65,16 +65,20 @@ fn link(prev: u128, item: u128) -> u128 {
     xxh3_128(&b)
 }
 
+/// Room kept for the items a response appends before its commit (most
+/// turns end with a handful: reasoning, a message, some function calls).
+const OUTPUT_ROOM: usize = 8;
+
 /// Fingerprints `items` (the request's `input` array, item by item).
 pub fn fingerprint(seed: &ChainSeed<'_>, items: &[&RawValue]) -> Result<Fingerprint, ItemError> {
-    let mut fp = Fingerprint::empty(seed, items.len());
+    let mut fp = Fingerprint::empty(seed, items.len() + OUTPUT_ROOM);
     fp.extend(items)?;
     Ok(fp)
 }
 
 /// Fingerprints items that were already parsed into [`Value`]s.
 pub fn fingerprint_values(seed: &ChainSeed<'_>, items: &[Value]) -> Result<Fingerprint, ItemError> {
-    let mut fp = Fingerprint::empty(seed, items.len());
+    let mut fp = Fingerprint::empty(seed, items.len() + OUTPUT_ROOM);
     fp.extend_values(items)?;
     Ok(fp)
 }
@@ -90,21 +94,24 @@ fn hash_object(node: &Node<'_>, index: usize) -> Result<(u128, ItemKind), ItemEr
 impl Fingerprint {
     /// A chain with no items yet (only the seed).
     pub fn empty(seed: &ChainSeed<'_>, capacity: usize) -> Fingerprint {
-        let mut h = Xxh3Default::new();
-        h.update(b"tether/chain/v1");
-        h.update(&seed.tenant.0.to_le_bytes());
-        h.update(&(seed.model.len() as u64).to_le_bytes());
-        h.update(seed.model.as_bytes());
-        h.update(&[u8::from(seed.store)]);
-        let mut c = Xxh3Default::new();
-        c.update(b"tether/content/v1");
-        c.update(&seed.tenant.0.to_le_bytes());
+        // Each seed hashed in one call: the same digest as a streaming hasher
+        // fed the same bytes, without its state to set up.
+        let tenant = seed.tenant.0.to_le_bytes();
+        let mut h = Vec::with_capacity(15 + 16 + 8 + seed.model.len() + 1);
+        h.extend_from_slice(b"tether/chain/v1");
+        h.extend_from_slice(&tenant);
+        h.extend_from_slice(&(seed.model.len() as u64).to_le_bytes());
+        h.extend_from_slice(seed.model.as_bytes());
+        h.push(u8::from(seed.store));
+        let mut c = [0u8; 17 + 16];
+        c[..17].copy_from_slice(b"tether/content/v1");
+        c[17..].copy_from_slice(&tenant);
         Fingerprint {
             tenant: seed.tenant,
             model: xxhash_rust::xxh3::xxh3_64(seed.model.as_bytes()),
             store: seed.store,
-            seed: h.digest128(),
-            content_seed: c.digest128(),
+            seed: xxh3_128(&h),
+            content_seed: xxh3_128(&c),
             items: Vec::with_capacity(capacity),
             kinds: Vec::with_capacity(capacity),
             chain: Vec::with_capacity(capacity),

@@ -443,7 +443,9 @@ impl UpstreamPool {
     /// Opens a socket in a slot `pick` reserved.
     async fn open(&self, mut slot: Reservation, creds: &Credentials) -> Result<Lease, UpstreamError> {
         let tenant = slot.tenant;
-        let result = connect(&self.inner.settings, creds).await;
+        // Boxed: the handshake's future (TLS included) is ~10 KB, and inline
+        // it made every request's future as big, moved at each await.
+        let result = Box::pin(connect(&self.inner.settings, creds)).await;
         let mut st = self.lock();
         slot.release(&mut st);
         let ws = match result {
