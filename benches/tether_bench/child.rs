@@ -1,5 +1,6 @@
 //! tether as a child process, the way it is deployed: its own runtime,
-//! threads, memory and CPU time. Start, RSS, CPU time, `/metrics`,
+//! threads, memory and CPU time (and the bare hyper proxy of `floor`, the
+//! same way). Start, RSS, CPU time, `/metrics`,
 //! `/debug/sessions`, and a graceful stop (SIGTERM also on drop).
 
 use std::collections::{BTreeMap, HashMap};
@@ -82,6 +83,23 @@ impl Child {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Child::spawn(cmd, log)
+    }
+
+    /// Starts this binary's bare hyper proxy (see `floor`) in front of
+    /// `upstream` (a base URL; only its `http://host:port` is used).
+    pub fn floor(upstream: &str) -> anyhow::Result<Child> {
+        let origin = upstream.trim_end_matches("/v1");
+        let log = std::env::temp_dir().join(format!("tether-bench-floor-{}.log", std::process::id()));
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["floor-proxy", "--upstream", origin])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?);
+        Child::spawn(cmd, log)
+    }
+
+    /// Spawns `cmd` and reads the `listening on ADDR` line it prints first.
+    fn spawn(mut cmd: Command, log: PathBuf) -> anyhow::Result<Child> {
         let mut proc = cmd.spawn()?;
         let pid = proc.id();
         let mut line = String::new();
@@ -90,7 +108,7 @@ impl Child {
         let addr = line
             .trim()
             .strip_prefix("listening on ")
-            .ok_or_else(|| anyhow::anyhow!("tether did not start: {line:?} (see {})", log.display()))?
+            .ok_or_else(|| anyhow::anyhow!("{cmd:?} did not start: {line:?} (see {})", log.display()))?
             .to_string();
         Ok(Child { proc, pid, addr, log })
     }

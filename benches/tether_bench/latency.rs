@@ -39,8 +39,9 @@ impl Path<'_> {
 /// over its WebSocket mode (what the upstream leg costs without tether),
 /// through tether, through a second tether whose emulator refuses WebSocket
 /// upgrades (so it serves every turn over its HTTP fallback: tether as a plain
-/// proxy, the floor under its managed path), and through nginx when it is
-/// installed. The paths take turns request by request, in a rotating order,
+/// proxy, the floor under its managed path), through a bare hyper reverse
+/// proxy (`floor`: the floor under any hyper/tokio proxy) and through nginx
+/// when it is installed. The paths take turns request by request, in a rotating order,
 /// so the drift and noise of a shared machine fall on all of them alike.
 pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
@@ -52,17 +53,19 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     })
     .await?;
     let tether_http = Child::start(&refusing, &[])?;
+    let floor = Child::floor(&upstream)?;
     let turn = common::agent_turn(20, 8_000, false, "tools=0,answer=200");
     let body = Bytes::from(turn.to_string());
     let c = common::client();
     let mut ws = WsTurns::open(&ws_url(&upstream), ws_frame(&turn)).await?;
     let nginx = crate::nginx::Nginx::start(&upstream);
-    let mut names = vec!["direct", "direct_ws", "tether", "tether_http"];
+    let mut names = vec!["direct", "direct_ws", "tether", "tether_http", "floor"];
     let mut paths = vec![
         Path::Http(&c, format!("{upstream}/responses")),
         Path::Ws(&mut ws),
         Path::Http(&c, format!("http://{}/v1/responses", tether.addr)),
         Path::Http(&c, format!("http://{}/v1/responses", tether_http.addr)),
+        Path::Http(&c, format!("http://{}/v1/responses", floor.addr)),
     ];
     if let Ok(Some(n)) = &nginx {
         names.push("nginx");
@@ -71,10 +74,11 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     let warm = requests / 10 + 10;
     let mut lat: Vec<Vec<Duration>> = vec![Vec::with_capacity(requests); paths.len()];
     // CPU and context switches of the proxies over the measured requests.
-    let pids: Vec<(&str, u32)> = [("tether", tether.pid), ("tether_http", tether_http.pid)]
-        .into_iter()
-        .chain(nginx.as_ref().ok().and_then(Option::as_ref).map(|n| ("nginx", n.pid())))
-        .collect();
+    let pids: Vec<(&str, u32)> =
+        [("tether", tether.pid), ("tether_http", tether_http.pid), ("floor", floor.pid)]
+            .into_iter()
+            .chain(nginx.as_ref().ok().and_then(Option::as_ref).map(|n| ("nginx", n.pid())))
+            .collect();
     let mut before = Vec::new();
     for i in 0..warm + requests {
         if i == warm {
@@ -102,7 +106,13 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
             pct.insert((*name, q), us);
         }
     }
-    for (side, key) in [("tether", "added"), ("tether_http", "tether_http_added"), ("nginx", "nginx_added")] {
+    let sides = [
+        ("tether", "added"),
+        ("tether_http", "tether_http_added"),
+        ("floor", "floor_added"),
+        ("nginx", "nginx_added"),
+    ];
+    for (side, key) in sides {
         for q in [50, 99] {
             if let (Some(via), Some(direct)) = (pct.get(&(side, q)), pct.get(&("direct", q))) {
                 out[format!("{key}_p{q}_us")] = json!(via - direct);

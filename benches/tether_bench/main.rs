@@ -6,6 +6,7 @@
 mod child;
 mod common;
 mod events;
+mod floor;
 mod latency;
 mod loops;
 mod memory;
@@ -84,6 +85,14 @@ enum Scenario {
     },
     /// Every performance scenario in turn (not `soak`; JSON: one object keyed by scenario).
     All,
+    /// A bare hyper reverse proxy (the floor reference `overhead` runs as a
+    /// child process); serves until killed.
+    #[command(hide = true)]
+    FloorProxy {
+        /// `http://host:port` to relay to.
+        #[arg(long)]
+        upstream: String,
+    },
 }
 
 async fn run(s: &Scenario, quick: bool) -> anyhow::Result<serde_json::Value> {
@@ -110,13 +119,19 @@ async fn run(s: &Scenario, quick: bool) -> anyhow::Result<serde_json::Value> {
             };
             soak::soak(if quick { opts.quick() } else { opts }, quick).await?
         }
-        Scenario::All => unreachable!("handled by the caller"),
+        Scenario::All | Scenario::FloorProxy { .. } => unreachable!("handled by the caller"),
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::FloorProxy { upstream } = &cli.scenario {
+        return floor::serve(upstream);
+    }
+    tokio::runtime::Runtime::new()?.block_on(scenarios(cli))
+}
+
+async fn scenarios(cli: Cli) -> anyhow::Result<()> {
     let all = [
         ("overhead", Scenario::Overhead { requests: 5000 }),
         ("stream", Scenario::Stream { turns: 200 }),
