@@ -298,8 +298,7 @@ impl<'a> Turn<'a> {
             None => self.parsed.item_count(),
         };
         // A JSON client's answer is the terminal frame: the socket task
-        // keeps the deltas to itself (the first frame still comes, for the
-        // time to first event).
+        // keeps the other frames to itself, and notes when the first came.
         let relay = match self.mode {
             Mode::Json => Relay::Needed,
             Mode::Sse => Relay::All,
@@ -325,7 +324,12 @@ impl<'a> Turn<'a> {
                 }
                 None => return Attempt::RetryNewSocket("socket_lost->fresh"),
             };
-            self.record.ttfe.get_or_insert_with(|| sent.elapsed());
+            self.record.ttfe.get_or_insert_with(|| match lease.first_frame_at() {
+                // This turn's first frame (the latest turn's, and not older
+                // than the send), when it was not handed on.
+                Some(first) if first >= sent => first - sent,
+                _ => sent.elapsed(),
+            });
             let step = match translator.on_frame(&text) {
                 Ok(step) => step,
                 Err(e) => {

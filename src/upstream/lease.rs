@@ -61,6 +61,13 @@ impl Lease {
         self.handle.shared.lock().latest.clone()
     }
 
+    /// When the first frame of the socket's latest ended turn arrived:
+    /// after a [`Relay::Needed`] turn's terminal frame, that turn's time to
+    /// first event (its first frame was not handed on).
+    pub fn first_frame_at(&self) -> Option<std::time::Instant> {
+        self.handle.shared.lock().first_frame
+    }
+
     /// Age of the connection.
     pub fn age(&self) -> Duration {
         self.handle.shared.age()

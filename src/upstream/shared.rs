@@ -20,10 +20,12 @@ pub(crate) type FrameTx = mpsc::Sender<Result<Frame, UpstreamError>>;
 pub enum Relay {
     /// Every text frame (a streaming client sees each one).
     All,
-    /// The first frame, the frame that ends the response, and any frame
-    /// whose type cannot be read from its first member; the rest (deltas and
-    /// progress events, which a non-streaming client never sees) are
-    /// dropped by the socket task instead of being passed on one by one.
+    /// The frame that ends the response, and any frame whose type cannot
+    /// be read from its first member (so a broken frame is still judged);
+    /// the rest (`response.created`, deltas and progress events, which a
+    /// non-streaming client never sees) are dropped by the socket task
+    /// instead of being passed on one by one. When the first frame arrived
+    /// is kept for the consumer ([`super::Lease::first_frame_at`]).
     Needed,
 }
 
@@ -46,6 +48,9 @@ pub(crate) struct State {
     pub latest: Option<String>,
     /// When the socket last became free (released, or its turn ended).
     pub idle_since: Option<std::time::Instant>,
+    /// When the first frame of the latest ended turn arrived (its time to
+    /// first event, for a consumer that was not handed that frame).
+    pub first_frame: Option<std::time::Instant>,
 }
 
 impl State {
@@ -124,11 +129,12 @@ impl Shared {
         self.changed(idle);
     }
 
-    pub(crate) fn end_turn(&self, latest: Option<String>) {
+    pub(crate) fn end_turn(&self, latest: Option<String>, first_frame: Option<std::time::Instant>) {
         let idle = {
             let mut s = self.lock();
             s.pending = s.pending.saturating_sub(1);
             s.latest = latest;
+            s.first_frame = first_frame;
             s.idle_since = Some(std::time::Instant::now());
             !s.busy() && s.dead.is_none()
         };

@@ -74,6 +74,7 @@ where
         ping_sent: None,
         last_rx: Instant::now(),
         relay: Relay::All,
+        first_frame: None,
     };
     let join = tokio::spawn(task.run());
     (SocketHandle { shared, cmd: cmd_tx }, join)
@@ -91,6 +92,8 @@ struct SocketTask<S> {
     last_rx: Instant,
     /// Which frames the turn in progress wants.
     relay: Relay,
+    /// When the turn in progress got its first text frame.
+    first_frame: Option<std::time::Instant>,
 }
 
 /// How the idle loop ended.
@@ -337,6 +340,7 @@ where
             let _ = frames.send(Err(why.clone())).await;
             return Err(why);
         }
+        self.first_frame = None;
         let mut consumer = Some(frames);
         let mut delivered = false;
         let mut drain_by: Option<Instant> = None;
@@ -403,6 +407,7 @@ where
             Ok(None) => return Step::Continue,
             Err(why) => return Step::Return(fail(consumer.as_ref(), why).await),
         };
+        self.first_frame.get_or_insert_with(std::time::Instant::now);
         let kind = classify(&text);
         if let Kind::Spent = kind {
             let why = UpstreamError::ConnectionLimit { after_output: *delivered };
@@ -419,13 +424,13 @@ where
             // socket again the moment it reads the terminal frame. A drained
             // response reached no client, so no session can continue from it:
             // the socket is as good as cold, and the pool reuses it first.
-            self.shared.end_turn(if consumer.is_some() { latest } else { None });
+            self.shared.end_turn(if consumer.is_some() { latest } else { None }, self.first_frame);
             if let Some(tx) = consumer.take() {
                 let _ = tx.send(Ok(text)).await;
             }
             return Step::Return(Ok(()));
         }
-        if matches!(kind, Kind::Passing) && self.relay == Relay::Needed && *delivered {
+        if matches!(kind, Kind::Passing) && self.relay == Relay::Needed {
             return Step::Continue;
         }
         if let Some(tx) = &*consumer {

@@ -137,14 +137,16 @@ async fn settled_when_the_terminal_frame_is_read() {
     assert_eq!(again.latest_response_id(), Some("resp_9"));
 }
 
-/// `Relay::Needed` (a non-streaming turn): the first frame and the terminal
-/// one reach the consumer; later frames whose leading type shows they are
-/// not the end stay in the task; a frame that does not show its type (here,
-/// a broken one) is passed on, so the consumer can still judge it.
+/// `Relay::Needed` (a non-streaming turn): only the terminal frame reaches
+/// the consumer, and a frame that does not show its type (here, a broken
+/// one), so the consumer can still judge it; frames whose leading type shows
+/// they are not the end (`response.created` included) stay in the task,
+/// which notes when the first of them came.
 #[tokio::test(start_paused = true)]
-async fn relay_needed_passes_the_first_the_unreadable_and_the_last_frame() {
+async fn relay_needed_passes_the_unreadable_and_the_last_frame_and_notes_the_first() {
     let mut r = rig(&settings());
     let mut lease = Lease::take(&r.handle).expect("idle");
+    let before = std::time::Instant::now();
     let mut frames =
         lease.send_relaying(r#"{"type":"response.create"}"#.into(), Relay::Needed).await.expect("send");
     r.server.heard().await;
@@ -156,15 +158,19 @@ async fn relay_needed_passes_the_first_the_unreadable_and_the_last_frame() {
     while let Some(f) = frames.next().await {
         got.push(f.expect("frame").to_string());
     }
-    assert_eq!(got, [created("resp_3"), broken.to_string(), completed("resp_3")]);
+    let after = std::time::Instant::now();
+    assert_eq!(got, [broken.to_string(), completed("resp_3")]);
     assert_eq!(lease.current_latest_response_id().as_deref(), Some("resp_3"));
-    // The next turn on the socket relays everything again.
+    let first = lease.first_frame_at().expect("the first frame's arrival is noted");
+    assert!(before <= first && first <= after);
+    // The next turn on the socket relays everything again, and notes its own first frame.
     let mut frames = lease.send(r#"{"type":"response.create"}"#.into()).await.expect("send");
     r.server.heard().await;
     for f in [created("resp_4").as_str(), delta(), &completed("resp_4")] {
         r.server.say(f);
         assert_eq!(frames.next().await, Some(Ok(f.into())));
     }
+    assert!(lease.first_frame_at().is_some_and(|t| t >= first));
 }
 
 #[tokio::test(start_paused = true)]
