@@ -51,6 +51,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those named by `Connection`, and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names present
+    // instead of a hashed lookup for each hop-by-hop name.
+    if !headers.keys().any(|k| *k == header::UPGRADE || HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -267,5 +272,26 @@ mod tests {
         assert!(waited.is_ok(), "the idle connection was still open after {:?}", idle * 10);
         drop(up);
         Ok(())
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_with_or_without_a_connection_header() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        let clean = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, clean, "nothing to strip: nothing changes");
+        for (name, value) in [("keep-alive", "timeout=5"), ("te", "trailers"), ("upgrade", "websocket")] {
+            let mut with = clean.clone();
+            with.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+            strip_hop_by_hop(&mut with);
+            assert_eq!(with, clean, "{name} is hop-by-hop");
+        }
+        let mut named = clean.clone();
+        named.insert(header::CONNECTION, HeaderValue::from_static("x-hop"));
+        named.insert(HeaderName::from_static("x-hop"), HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut named);
+        assert_eq!(named, clean, "Connection and the headers it names are hop-by-hop");
     }
 }
