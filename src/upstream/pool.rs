@@ -90,6 +90,16 @@ struct PoolState {
 /// A socket and when it became idle.
 type Freeing = (SocketId, Option<std::time::Instant>);
 
+/// Where an entry of a cold or warm queue stands.
+enum Queued {
+    /// Its socket is still idle since it was queued.
+    Idle,
+    /// Its socket is dead, or idle past `max_age`: to be closed.
+    Spent,
+    /// Its socket was leased since, or is gone: skip it.
+    Stale,
+}
+
 #[derive(Debug)]
 struct Entry {
     handle: SocketHandle,
@@ -150,15 +160,16 @@ impl Drop for Reservation {
 impl PoolState {
     /// One pass over every socket: forgets dead ones, closes idle ones past
     /// `max_age` (dropping the pool's handle ends an idle task with a normal
-    /// close), and shows each socket kept to `each`, under its lock.
-    fn sweep(&mut self, max_age: Duration, mut each: impl FnMut(&Entry, &State)) {
+    /// close), and counts the busy ones kept.
+    fn sweep(&mut self, max_age: Duration) -> usize {
         let now = Instant::now();
         let mut gone = Vec::new();
+        let mut busy = 0;
         self.sockets.retain(|_, e| {
             let s = e.handle.shared.lock();
             let keep = !spent(e, &s, now, max_age);
             if keep {
-                each(e, &s);
+                busy += usize::from(s.busy());
             } else {
                 gone.push(e.handle.shared.tenant);
             }
@@ -167,6 +178,7 @@ impl PoolState {
         for tenant in gone {
             self.uncount(tenant);
         }
+        busy
     }
 
     fn insert(&mut self, id: SocketId, entry: Entry) {
@@ -192,12 +204,23 @@ impl PoolState {
         }
     }
 
-    /// Whether `id` is still idle since `since`, alive and young enough.
-    fn still_idle(&self, (id, since): Freeing, now: Instant, max_age: Duration) -> bool {
-        self.sockets.get(&id).is_some_and(|e| {
-            let s = e.handle.shared.lock();
-            !spent(e, &s, now, max_age) && !s.busy() && s.idle_since == since
-        })
+    /// Where a queue entry stands: its socket still idle since `since`,
+    /// spent (dead, or idle past `max_age`), or leased or gone since.
+    fn queued(&self, (id, since): Freeing, now: Instant, max_age: Duration) -> Queued {
+        let Some(e) = self.sockets.get(&id) else { return Queued::Stale };
+        let s = e.handle.shared.lock();
+        if spent(e, &s, now, max_age) {
+            Queued::Spent
+        } else if s.busy() || s.idle_since != since {
+            Queued::Stale
+        } else {
+            Queued::Idle
+        }
+    }
+
+    /// Whether a queue entry's socket is still idle since it was queued.
+    fn still_idle(&self, f: Freeing, now: Instant, max_age: Duration) -> bool {
+        matches!(self.queued(f, now, max_age), Queued::Idle)
     }
 
     /// Reads the sockets that became idle or died since the last look into
@@ -241,25 +264,22 @@ impl PoolState {
         let mut aged = Vec::new();
         let mut found = None;
         let queues = if cold { &mut self.cold } else { &mut self.warm };
-        if let Some(q) = queues.get_mut(&tenant) {
-            while let Some((id, since)) = q.pop_front() {
-                let Some(e) = self.sockets.get(&id) else { continue };
-                {
-                    let s = e.handle.shared.lock();
-                    if spent(e, &s, now, max_age) {
-                        aged.push(id);
-                        continue;
+        let mut q = std::mem::take(queues.get_mut(&tenant)?);
+        while let Some(f) = q.pop_front() {
+            match self.queued(f, now, max_age) {
+                Queued::Stale => {}
+                Queued::Spent => aged.push(f.0),
+                Queued::Idle => {
+                    let Some(e) = self.sockets.get(&f.0) else { continue };
+                    if e.handle.shared.try_lease().is_ok() {
+                        found = Some(Lease::new(e.handle.clone(), false));
+                        break;
                     }
-                    if s.busy() || s.idle_since != since {
-                        continue;
-                    }
-                }
-                if e.handle.shared.try_lease().is_ok() {
-                    found = Some(Lease::new(e.handle.clone(), false));
-                    break;
                 }
             }
         }
+        let queues = if cold { &mut self.cold } else { &mut self.warm };
+        queues.insert(tenant, q);
         for id in aged {
             self.remove(id);
         }
@@ -530,17 +550,13 @@ impl UpstreamPool {
     /// Counters for `/metrics` and `/debug`.
     pub fn stats(&self) -> PoolStats {
         let mut st = self.lock();
-        let mut per_tenant = HashMap::new();
-        let mut busy = 0;
-        st.sweep(self.inner.settings.max_age, |e, s| {
-            *per_tenant.entry(e.handle.shared.tenant).or_default() += 1;
-            busy += usize::from(s.busy());
-        });
+        let busy = st.sweep(self.inner.settings.max_age);
         PoolStats {
             open: st.sockets.len(),
             busy,
             opened_total: self.inner.opened_total.load(Ordering::Relaxed),
-            per_tenant,
+            // Kept per tenant at every insert and removal (the sweep's included).
+            per_tenant: st.counts.clone(),
         }
     }
 
@@ -571,7 +587,6 @@ fn spent(e: &Entry, s: &State, now: Instant, max_age: Duration) -> bool {
     s.dead.is_some() || (aged && !s.busy())
 }
 
-/// Closes one idle socket of another tenant to free a global slot.
 /// Closes one idle socket of another tenant to make room: one whose cache no
 /// session can use first, else the one idle the longest (its conversation is
 /// the least likely to come back).
