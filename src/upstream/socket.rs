@@ -143,12 +143,26 @@ enum Kind {
 
 fn classify(text: &str) -> Kind {
     // Most frames are deltas: when the type leads the frame (as servers
-    // write it), only the four that can end a turn need parsing.
-    if let Some(kind) = leading_type(text)
-        && !crate::translate::ends_response(kind)
-    {
-        return Kind::Passing;
+    // write it), only the frames that can end a turn need reading, and of
+    // those only an `error` (for its code) or a `response.completed` whose
+    // id is not where servers put it needs a parse. A terminal frame holds
+    // the whole Response; the translator parses it anyway, and a malformed
+    // one retires the socket there.
+    match leading_type(text) {
+        Some(kind) if !crate::translate::ends_response(kind) => return Kind::Passing,
+        Some("response.failed" | "response.incomplete") => return Kind::End(None),
+        Some("response.completed") => {
+            if let Some(id) = leading_response_id(text) {
+                return Kind::End(Some(id.to_owned()));
+            }
+        }
+        _ => {}
     }
+    parsed(text)
+}
+
+/// The verdict from a parse of the frame.
+fn parsed(text: &str) -> Kind {
     let Ok(p) = serde_json::from_str::<Peek<'_>>(text) else {
         return Kind::Ongoing;
     };
@@ -171,6 +185,23 @@ fn classify(text: &str) -> Kind {
 /// (`{"type":"…"`) and without escapes; `None` means "parse to know".
 fn leading_type(text: &str) -> Option<&str> {
     let rest = text.strip_prefix("{\"type\":\"")?;
+    let end = rest.find(['"', '\\'])?;
+    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
+}
+
+/// The id of a `response.completed` frame in the servers' compact layout:
+/// `{"type":"response.completed",` then `"sequence_number":N,` or not, then
+/// `"response":{"id":"…"` without escapes; `None` means "parse to know".
+fn leading_response_id(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix(r#"{"type":"response.completed","#)?;
+    let rest = match rest.strip_prefix(r#""sequence_number":"#) {
+        Some(n) => {
+            let digits = n.bytes().take_while(u8::is_ascii_digit).count();
+            n.get(digits..).filter(|_| digits > 0)?.strip_prefix(',')?
+        }
+        None => rest,
+    };
+    let rest = rest.strip_prefix(r#""response":{"id":""#)?;
     let end = rest.find(['"', '\\'])?;
     (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
 }
@@ -469,5 +500,50 @@ mod tests {
         assert!(matches!(classify(r#"{"type":"response.completed""#), Kind::Ongoing));
         assert_eq!(leading_type(DELTA), Some("response.output_text.delta"));
         assert_eq!(leading_type(r#"{"type":"a\"b"}"#), None);
+    }
+
+    fn end_id(kind: Kind) -> Option<Option<String>> {
+        match kind {
+            Kind::End(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// A `response.completed` in the servers' layout ends the turn without a
+    /// parse, with the id a parse finds; any other layout is parsed.
+    #[test]
+    fn a_completed_frame_in_the_servers_layout_gives_its_id_without_a_parse() {
+        let fast = [
+            COMPLETED,
+            r#"{"type":"response.completed","sequence_number":12,"response":{"id":"resp_2","object":"response"}}"#,
+            r#"{"type":"response.completed","response":{"id":"resp_3"},"sequence_number":4}"#,
+        ];
+        for text in fast {
+            let id = leading_response_id(text).expect(text);
+            assert_eq!(end_id(parsed(text)), Some(Some(id.to_owned())), "{text}");
+            assert_eq!(end_id(classify(text)), Some(Some(id.to_owned())), "{text}");
+        }
+        // Not the layout: left to the parse, which still finds the id.
+        let slow = [
+            (r#"{"type":"response.completed","response":{"object":"response","id":"resp_4"}}"#, "resp_4"),
+            (r#"{"type":"response.completed","response":{"id":"resp_\u0035"}}"#, "resp_5"),
+            (r#"{"type":"response.completed","sequence_number":,"response":{"id":"x"}}"#, ""),
+            (r#"{"type":"response.completed","sequence_number":-1,"response":{"id":"resp_6"}}"#, "resp_6"),
+            (r#"{"type":"response.completed", "response":{"id":"resp_7"}}"#, "resp_7"),
+        ];
+        for (text, id) in slow {
+            assert_eq!(leading_response_id(text), None, "{text}");
+            let want = (!id.is_empty()).then(|| Some(id.to_owned()));
+            assert_eq!(end_id(classify(text)), want, "{text}");
+        }
+        // Failed and incomplete responses end the turn with no id, unparsed.
+        let failed = r#"{"type":"response.failed","response":{"id":"resp_8","error":{}}}"#;
+        let incomplete = r#"{"type":"response.incomplete","response":{"id":"resp_9"}}"#;
+        for text in [failed, incomplete] {
+            assert_eq!(end_id(parsed(text)), Some(None));
+            assert_eq!(end_id(classify(text)), Some(None));
+            // A cut-off frame too: the translator judges (and retires) it.
+            assert_eq!(end_id(classify(&text[..30])), Some(None));
+        }
     }
 }
