@@ -187,7 +187,10 @@ impl Drop for Child {
 /// What a process and its direct children (nginx's worker) have used so far.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usage {
-    /// CPU time, user + system, in microseconds (10 ms resolution).
+    /// CPU time, user + system, in microseconds: the sum over live threads
+    /// of their time on a CPU (nanosecond resolution; a thread that exits
+    /// takes its time with it: tether's and nginx's live as long as they
+    /// do), else the process's ticks (10 ms resolution).
     pub cpu_us: f64,
     /// Context switches of all their threads, voluntary or not.
     pub switches: u64,
@@ -210,22 +213,36 @@ pub fn usage(pid: u32) -> Usage {
     let hz = clock_ticks_per_second();
     let mut u = Usage::default();
     for p in pids {
+        // Per thread: time on a CPU in nanoseconds (schedstat), and context
+        // switches (status). Where schedstat is missing, the process's
+        // user + system ticks (10 ms each) instead.
+        let (mut ns, mut threads_timed) = (0.0, true);
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for task in tasks.flatten() {
+                let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+                match read("schedstat").split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+                    Some(t) => ns += t,
+                    None => threads_timed = false,
+                }
+                u.switches += read("status")
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("voluntary_ctxt_switches")
+                            || l.starts_with("nonvoluntary_ctxt_switches")
+                    })
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+        }
+        if threads_timed && ns > 0.0 {
+            u.cpu_us += ns / 1e3;
+            continue;
+        }
         let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
         let rest = stat.rsplit_once(") ").map_or("", |x| x.1);
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         u.cpu_us += (ticks(11) + ticks(12)) * 1e6 / hz;
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
-        for task in tasks.flatten() {
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            u.switches += status
-                .lines()
-                .filter(|l| {
-                    l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
-                })
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>();
-        }
     }
     u
 }

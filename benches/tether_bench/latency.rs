@@ -159,6 +159,8 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     ws.turn().await?;
     let (mut dt, mut tt, mut direct_ws) =
         (Vec::with_capacity(turns), Vec::with_capacity(turns), Vec::with_capacity(turns));
+    // tether's CPU and context switches over the measured turns (65 events each).
+    let before = crate::child::usage(tether.pid);
     for i in 0..turns {
         for k in 0..3 {
             match (i + k) % 3 {
@@ -168,6 +170,7 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
             }
         }
     }
+    let (cpu, switches) = crate::child::usage(tether.pid).per(before, turns);
     // tether's records of its warm-up and measured turns, in order: time
     // before sending upstream, and the upstream's own time to first event.
     let mut own = Vec::with_capacity(warm + turns);
@@ -198,6 +201,7 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
         "tether_prepare_p50_us": p(&mut prep, 50.0), "tether_prepare_p99_us": p(&mut prep, 99.0),
         "direct_gap_p99_us": p(&mut dg, 99.0), "tether_gap_p99_us": p(&mut tg, 99.0),
         "added_gap_p99_us": p(&mut tg, 99.0) - p(&mut dg, 99.0),
+        "tether_cpu_us_per_turn": cpu.round(), "tether_switches_per_turn": (switches * 10.0).round() / 10.0,
     }))
 }
 

@@ -36,21 +36,25 @@ pub fn error(err: &ProxyError) -> Response<Body> {
 /// A streaming body fed by a channel: each `Bytes` sent becomes one frame,
 /// written to the client as soon as it arrives. Dropping the sender ends it.
 pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, Body) {
-    channel_after(Bytes::new(), capacity)
-}
-
-/// Like [`channel`], with `first` ready before anything is sent: the
-/// connection writes it without waiting for another task.
-pub fn channel_after(first: Bytes, capacity: usize) -> (mpsc::Sender<Bytes>, Body) {
     let (tx, rx) = mpsc::channel::<Bytes>(capacity);
-    let first = (!first.is_empty()).then_some(first);
-    let stream = futures_util::stream::unfold((first, rx), |(first, mut rx)| async move {
-        match first {
-            Some(b) => Some((Ok::<_, BoxError>(Frame::data(b)), (None, rx))),
-            None => rx.recv().await.map(|b| (Ok(Frame::data(b)), (None, rx))),
-        }
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
     });
     (tx, StreamBody::new(stream).boxed_unsync())
+}
+
+/// A streaming body: `first`, then what `rest` yields, each `Bytes` one
+/// frame, written to the client as soon as the connection polls it out of
+/// `rest`. Nothing runs between the two: the connection's own task drives
+/// `rest`, and dropping the body (the client hung up) drops it.
+pub fn streamed<S>(first: Bytes, rest: S) -> Body
+where
+    S: futures_util::Stream<Item = Bytes> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let first = futures_util::stream::iter((!first.is_empty()).then_some(first));
+    let frames = first.chain(rest).map(|b| Ok::<_, BoxError>(Frame::data(b)));
+    StreamBody::new(frames).boxed_unsync()
 }
 
 /// `body`, holding `guard` (a gauge, a connection's count of requests in

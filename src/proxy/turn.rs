@@ -407,89 +407,39 @@ impl<'a> Turn<'a> {
         resp
     }
 
-    /// Streams the rest of the response to the client from a task of its own.
+    /// Streams the rest of the response to the client: the response body
+    /// reads the socket's frames itself, as the connection writes them out.
     ///
     /// The terminal event is held back until the turn is committed and the
     /// socket released, so a client that fires its next request the moment
     /// it reads `response.completed` finds the new tip and an idle socket.
-    /// If the client hangs up, the lease and frames are dropped: the socket
-    /// task drains the response to its end (`pool.drain_timeout`) on its own.
+    /// If the client hangs up, the body is dropped with the lease and the
+    /// frames: the socket task drains the response to its end
+    /// (`pool.drain_timeout`) on its own.
     fn stream(
         mut self,
         lease: Lease,
         fp: Option<Fingerprint>,
         first: Bytes,
-        mut frames: TurnFrames,
-        mut translator: Translator,
+        frames: TurnFrames,
+        translator: Translator,
     ) -> Response<Body> {
-        let (tx, body) = body::channel_after(first, 64);
-        let mut resp = sse_response(body);
-        resp.headers_mut().insert("x-tether-route", HeaderValue::from_static(self.route.label()));
-        let mut record = self.record.clone();
-        let finisher = Finisher::from_turn(&self);
-        // The streaming task emits the record when the response ends.
+        let rest = Rest {
+            frames: Some(frames),
+            translator,
+            lease: Some(lease),
+            fp,
+            record: self.record.clone(),
+            finisher: Finisher::from_turn(&self),
+        };
+        // The body emits the record when the response ends.
         self.emitted = true;
-        tokio::spawn(async move {
-            let mut client_gone = false;
-            let mut malformed = false;
-            let mut last = Bytes::new();
-            let outcome = loop {
-                if client_gone {
-                    break None;
-                }
-                let step = match frames.next().await {
-                    Some(Ok(text)) => match translator.on_frame(&text) {
-                        Ok(step) => step,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "malformed upstream frame mid-stream");
-                            malformed = true;
-                            break None;
-                        }
-                    },
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "upstream socket failed mid-stream");
-                        break None;
-                    }
-                    None => break None,
-                };
-                if step.end.is_some() {
-                    last = step.out;
-                    break step.end;
-                }
-                if !step.out.is_empty() && tx.send(step.out).await.is_err() {
-                    client_gone = true;
-                }
-            };
-            record.outcome = match (&outcome, client_gone) {
-                (_, true) => "client_gone",
-                (None, false) => "upstream_lost",
-                (Some(o), false) => outcome_label(o),
-            };
-            match &outcome {
-                Some(o) => finisher.finish(&mut record, &lease, fp, o),
-                None => finisher.evict(),
-            }
-            drop(frames);
-            if malformed {
-                lease.retire();
-            } else {
-                drop(lease);
-            }
-            let tail = match outcome {
-                Some(_) => last,
-                None if client_gone => Bytes::new(),
-                None => translator.sse_error_event(
-                    "The upstream connection was lost mid-response.",
-                    Some("upstream_error"),
-                ),
-            };
-            if !tail.is_empty() {
-                let _ = tx.send(tail).await;
-            }
-            drop(tx);
-            record.total = finisher.started.elapsed();
-            record.emit(&finisher.app);
+        let rest = futures_util::stream::unfold(rest, |mut rest| async move {
+            let out = rest.next().await?;
+            Some((out, rest))
         });
+        let mut resp = sse_response(body::streamed(first, rest));
+        resp.headers_mut().insert("x-tether-route", HeaderValue::from_static(self.route.label()));
         resp
     }
 
@@ -561,6 +511,87 @@ impl Finisher {
         if let Some(s) = self.session {
             self.app.managed.store().evict(s);
         }
+    }
+}
+
+/// The rest of a streamed response, read by its body. Until the end the
+/// lease and frames are held; once they are gone, so is the turn.
+struct Rest {
+    frames: Option<TurnFrames>,
+    translator: Translator,
+    lease: Option<Lease>,
+    fp: Option<Fingerprint>,
+    record: TurnRecord,
+    finisher: Finisher,
+}
+
+impl Rest {
+    /// The next bytes for the client; `None` once the response is over
+    /// (the record went out).
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            let frame = self.frames.as_mut()?.next().await;
+            let step = match frame {
+                Some(Ok(text)) => match self.translator.on_frame(&text) {
+                    Ok(step) => step,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "malformed upstream frame mid-stream");
+                        return self.end(None, true);
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "upstream socket failed mid-stream");
+                    return self.end(None, false);
+                }
+                None => return self.end(None, false),
+            };
+            if let Some(outcome) = step.end {
+                return self.end(Some((outcome, step.out)), false);
+            }
+            if !step.out.is_empty() {
+                return Some(step.out);
+            }
+        }
+    }
+
+    /// Commits (or evicts), releases the socket (retires it after a
+    /// malformed frame), emits the record; then the last bytes: the terminal
+    /// event, or an SSE `error` event when the upstream was lost.
+    fn end(&mut self, ended: Option<(Outcome, Bytes)>, malformed: bool) -> Option<Bytes> {
+        let (frames, lease) = (self.frames.take()?, self.lease.take()?);
+        self.record.outcome = ended.as_ref().map_or("upstream_lost", |(o, _)| outcome_label(o));
+        match &ended {
+            Some((o, _)) => self.finisher.finish(&mut self.record, &lease, self.fp.take(), o),
+            None => self.finisher.evict(),
+        }
+        drop(frames);
+        if malformed {
+            lease.retire();
+        } else {
+            drop(lease);
+        }
+        self.record.total = self.finisher.started.elapsed();
+        self.record.emit(&self.finisher.app);
+        let tail = match ended {
+            Some((_, last)) => last,
+            None => self
+                .translator
+                .sse_error_event("The upstream connection was lost mid-response.", Some("upstream_error")),
+        };
+        (!tail.is_empty()).then_some(tail)
+    }
+}
+
+impl Drop for Rest {
+    fn drop(&mut self) {
+        // Dropped before its end: the client hung up mid-stream.
+        let (Some(frames), Some(lease)) = (self.frames.take(), self.lease.take()) else { return };
+        self.record.outcome = "client_gone";
+        self.finisher.evict();
+        drop(frames);
+        drop(lease);
+        self.record.total = self.finisher.started.elapsed();
+        self.record.emit(&self.finisher.app);
     }
 }
 
