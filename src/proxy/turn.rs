@@ -564,14 +564,7 @@ impl Rest {
             Some((o, _)) => self.finisher.finish(&mut self.record, &lease, self.fp.take(), o),
             None => self.finisher.evict(),
         }
-        drop(frames);
-        if malformed {
-            lease.retire();
-        } else {
-            drop(lease);
-        }
-        self.record.total = self.finisher.started.elapsed();
-        self.record.emit(&self.finisher.app);
+        self.close(frames, lease, malformed);
         let tail = match ended {
             Some((_, last)) => last,
             None => self
@@ -579,6 +572,19 @@ impl Rest {
                 .sse_error_event("The upstream connection was lost mid-response.", Some("upstream_error")),
         };
         (!tail.is_empty()).then_some(tail)
+    }
+
+    /// Lets go of the frames (the socket task drains what is left), then of
+    /// the socket (retired, if it is not to be trusted again); the record goes out.
+    fn close(&mut self, frames: TurnFrames, lease: Lease, retire: bool) {
+        drop(frames);
+        if retire {
+            lease.retire();
+        } else {
+            drop(lease);
+        }
+        self.record.total = self.finisher.started.elapsed();
+        self.record.emit(&self.finisher.app);
     }
 }
 
@@ -588,10 +594,7 @@ impl Drop for Rest {
         let (Some(frames), Some(lease)) = (self.frames.take(), self.lease.take()) else { return };
         self.record.outcome = "client_gone";
         self.finisher.evict();
-        drop(frames);
-        drop(lease);
-        self.record.total = self.finisher.started.elapsed();
-        self.record.emit(&self.finisher.app);
+        self.close(frames, lease, false);
     }
 }
 

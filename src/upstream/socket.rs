@@ -184,7 +184,12 @@ fn parsed(text: &str) -> Kind {
 /// The frame's `type` when it is the first member, written compactly
 /// (`{"type":"…"`) and without escapes; `None` means "parse to know".
 fn leading_type(text: &str) -> Option<&str> {
-    let rest = text.strip_prefix("{\"type\":\"")?;
+    unescaped_string(text.strip_prefix("{\"type\":\"")?)
+}
+
+/// The string that starts `rest` (after its opening quote), when it has no
+/// escapes; `None` otherwise.
+fn unescaped_string(rest: &str) -> Option<&str> {
     let end = rest.find(['"', '\\'])?;
     (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
 }
@@ -201,9 +206,7 @@ fn leading_response_id(text: &str) -> Option<&str> {
         }
         None => rest,
     };
-    let rest = rest.strip_prefix(r#""response":{"id":""#)?;
-    let end = rest.find(['"', '\\'])?;
-    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
+    unescaped_string(rest.strip_prefix(r#""response":{"id":""#)?)
 }
 
 fn close_code(frame: Option<&CloseFrame>) -> Option<u16> {
