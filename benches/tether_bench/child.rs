@@ -113,6 +113,11 @@ impl Child {
         Ok(Child { proc, pid, addr, log })
     }
 
+    /// Its `/v1/responses` URL.
+    pub fn responses_url(&self) -> String {
+        format!("http://{}/v1/responses", self.addr)
+    }
+
     /// Its address as a socket address.
     pub fn socket_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
         Ok(self.addr.parse()?)

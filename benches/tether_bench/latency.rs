@@ -63,9 +63,9 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     let mut paths = vec![
         Path::Http(&c, format!("{upstream}/responses")),
         Path::Ws(&mut ws),
-        Path::Http(&c, format!("http://{}/v1/responses", tether.addr)),
-        Path::Http(&c, format!("http://{}/v1/responses", tether_http.addr)),
-        Path::Http(&c, format!("http://{}/v1/responses", floor.addr)),
+        Path::Http(&c, tether.responses_url()),
+        Path::Http(&c, tether_http.responses_url()),
+        Path::Http(&c, floor.responses_url()),
     ];
     if let Ok(Some(n)) = &nginx {
         names.push("nginx");
@@ -146,7 +146,7 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let (unpaced, paced) = (Bytes::from(unpaced.to_string()), Bytes::from(paced.to_string()));
     let c = common::client();
     let tap = crate::events::Tap::start(tether.socket_addr()?).await?;
-    let [direct, via] = [format!("{upstream}/responses"), format!("http://{}/v1/responses", tether.addr)];
+    let [direct, via] = [format!("{upstream}/responses"), tether.responses_url()];
     // Every turn here is a new conversation to tether (the same request
     // again, without the last answer): it opens a socket for each, in the
     // background thanks to its spare, until `pool.per_tenant` (64). Warm up
@@ -284,7 +284,7 @@ pub async fn throughput(seconds: f64) -> anyhow::Result<serde_json::Value> {
     let body = Bytes::from(common::agent_turn(20, 8_000, false, "tools=0,answer=200").to_string());
     let mut out = json!({});
     let mut levels = Vec::new();
-    let tether_url = format!("http://{}/v1/responses", tether.addr);
+    let tether_url = tether.responses_url();
     for (name, url) in [("direct", format!("{upstream}/responses")), ("tether", tether_url)] {
         let mut best = 0.0f64;
         for conc in [1usize, 2, 4, 8, 16, 32] {

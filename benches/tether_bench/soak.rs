@@ -104,7 +104,7 @@ pub async fn soak(opts: SoakOpts, quick: bool) -> anyhow::Result<Value> {
     let ctx = Arc::new(Ctx::new(
         emu.clone(),
         common::client(),
-        format!("http://{}/v1/responses", child.addr),
+        child.responses_url(),
         opts.fault_rate,
         DEADLINE,
         TENANTS,

@@ -425,9 +425,8 @@ impl<'a> Turn<'a> {
         translator: Translator,
     ) -> Response<Body> {
         let rest = Rest {
-            frames: Some(frames),
+            held: Some((frames, lease)),
             translator,
-            lease: Some(lease),
             fp,
             record: self.record.clone(),
             finisher: Finisher::from_turn(&self),
@@ -515,11 +514,10 @@ impl Finisher {
 }
 
 /// The rest of a streamed response, read by its body. Until the end the
-/// lease and frames are held; once they are gone, so is the turn.
+/// frames and the lease are held; once they are gone, so is the turn.
 struct Rest {
-    frames: Option<TurnFrames>,
+    held: Option<(TurnFrames, Lease)>,
     translator: Translator,
-    lease: Option<Lease>,
     fp: Option<Fingerprint>,
     record: TurnRecord,
     finisher: Finisher,
@@ -530,7 +528,7 @@ impl Rest {
     /// (the record went out).
     async fn next(&mut self) -> Option<Bytes> {
         loop {
-            let frame = self.frames.as_mut()?.next().await;
+            let frame = self.held.as_mut()?.0.next().await;
             let step = match frame {
                 Some(Ok(text)) => match self.translator.on_frame(&text) {
                     Ok(step) => step,
@@ -558,7 +556,7 @@ impl Rest {
     /// malformed frame), emits the record; then the last bytes: the terminal
     /// event, or an SSE `error` event when the upstream was lost.
     fn end(&mut self, ended: Option<(Outcome, Bytes)>, malformed: bool) -> Option<Bytes> {
-        let (frames, lease) = (self.frames.take()?, self.lease.take()?);
+        let (frames, lease) = self.held.take()?;
         self.record.outcome = ended.as_ref().map_or("upstream_lost", |(o, _)| outcome_label(o));
         match &ended {
             Some((o, _)) => self.finisher.finish(&mut self.record, &lease, self.fp.take(), o),
@@ -591,7 +589,7 @@ impl Rest {
 impl Drop for Rest {
     fn drop(&mut self) {
         // Dropped before its end: the client hung up mid-stream.
-        let (Some(frames), Some(lease)) = (self.frames.take(), self.lease.take()) else { return };
+        let Some((frames, lease)) = self.held.take() else { return };
         self.record.outcome = "client_gone";
         self.finisher.evict();
         self.close(frames, lease, false);

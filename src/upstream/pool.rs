@@ -91,9 +91,9 @@ struct PoolState {
 type Freeing = (SocketId, Option<std::time::Instant>);
 
 /// Where an entry of a cold or warm queue stands.
-enum Queued {
+enum Queued<'a> {
     /// Its socket is still idle since it was queued.
-    Idle,
+    Idle(&'a SocketHandle),
     /// Its socket is dead, or idle past `max_age`: to be closed.
     Spent,
     /// Its socket was leased since, or is gone: skip it.
@@ -206,7 +206,7 @@ impl PoolState {
 
     /// Where a queue entry stands: its socket still idle since `since`,
     /// spent (dead, or idle past `max_age`), or leased or gone since.
-    fn queued(&self, (id, since): Freeing, now: Instant, max_age: Duration) -> Queued {
+    fn queued(&self, (id, since): Freeing, now: Instant, max_age: Duration) -> Queued<'_> {
         let Some(e) = self.sockets.get(&id) else { return Queued::Stale };
         let s = e.handle.shared.lock();
         if spent(e, &s, now, max_age) {
@@ -214,13 +214,18 @@ impl PoolState {
         } else if s.busy() || s.idle_since != since {
             Queued::Stale
         } else {
-            Queued::Idle
+            Queued::Idle(&e.handle)
         }
     }
 
     /// Whether a queue entry's socket is still idle since it was queued.
     fn still_idle(&self, f: Freeing, now: Instant, max_age: Duration) -> bool {
-        matches!(self.queued(f, now, max_age), Queued::Idle)
+        matches!(self.queued(f, now, max_age), Queued::Idle(_))
+    }
+
+    /// The tenants' queues of sockets with an empty cache (`cold`), or of the others.
+    fn queues(&mut self, cold: bool) -> &mut HashMap<u128, VecDeque<Freeing>> {
+        if cold { &mut self.cold } else { &mut self.warm }
     }
 
     /// Reads the sockets that became idle or died since the last look into
@@ -244,14 +249,12 @@ impl PoolState {
             }
             let Some((cold, since)) = idle else { continue };
             let limit = 2 * self.counts.get(&tenant).copied().unwrap_or(0) + 8;
-            let queues = if cold { &mut self.cold } else { &mut self.warm };
-            let q = queues.entry(tenant).or_default();
+            let q = self.queues(cold).entry(tenant).or_default();
             q.push_back((id, since));
             if q.len() > limit {
                 let mut q = std::mem::take(q);
                 q.retain(|f| self.still_idle(*f, now, max_age));
-                let queues = if cold { &mut self.cold } else { &mut self.warm };
-                queues.insert(tenant, q);
+                self.queues(cold).insert(tenant, q);
             }
         }
         self.absorbing = ids;
@@ -263,23 +266,20 @@ impl PoolState {
         let now = Instant::now();
         let mut aged = Vec::new();
         let mut found = None;
-        let queues = if cold { &mut self.cold } else { &mut self.warm };
-        let mut q = std::mem::take(queues.get_mut(&tenant)?);
+        let mut q = std::mem::take(self.queues(cold).get_mut(&tenant)?);
         while let Some(f) = q.pop_front() {
             match self.queued(f, now, max_age) {
                 Queued::Stale => {}
                 Queued::Spent => aged.push(f.0),
-                Queued::Idle => {
-                    let Some(e) = self.sockets.get(&f.0) else { continue };
-                    if e.handle.shared.try_lease().is_ok() {
-                        found = Some(Lease::new(e.handle.clone(), false));
+                Queued::Idle(handle) => {
+                    if handle.shared.try_lease().is_ok() {
+                        found = Some(Lease::new(handle.clone(), false));
                         break;
                     }
                 }
             }
         }
-        let queues = if cold { &mut self.cold } else { &mut self.warm };
-        queues.insert(tenant, q);
+        self.queues(cold).insert(tenant, q);
         for id in aged {
             self.remove(id);
         }
