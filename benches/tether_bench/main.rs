@@ -130,7 +130,33 @@ fn main() -> anyhow::Result<()> {
     if let Scenario::FloorProxy { upstream } = &cli.scenario {
         return floor::serve(upstream);
     }
-    tokio::runtime::Runtime::new()?.block_on(scenarios(cli))
+    // On SIGINT or SIGTERM the scenario is dropped, and with it the child
+    // processes it started (tether, nginx, the floor), before exiting.
+    let outcome = tokio::runtime::Runtime::new()?.block_on(async {
+        tokio::select! {
+            done = scenarios(cli) => Ok(done),
+            signal = interrupted() => Err(signal),
+        }
+    });
+    match outcome {
+        Ok(done) => done,
+        Err((name, code)) => {
+            eprintln!("tether-bench: stopped by {name}; its child processes were stopped too");
+            std::process::exit(128 + code)
+        }
+    }
+}
+
+/// The first SIGINT or SIGTERM.
+async fn interrupted() -> (&'static str, i32) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => ("SIGINT", 2),
+            _ = term.recv() => ("SIGTERM", 15),
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 async fn scenarios(cli: Cli) -> anyhow::Result<()> {
