@@ -23,6 +23,53 @@ pub(crate) struct Head<'a> {
     pub response: Option<&'a RawValue>,
 }
 
+/// A frame in the servers' compact layout:
+/// `{"type":"…",["sequence_number":N,]"response":` first, then the Response.
+/// Found by reading the head alone; `None` means "parse the frame".
+pub(crate) struct Leading<'a> {
+    /// The frame's type, written without escapes.
+    pub kind: &'a str,
+    /// The frame's sequence number, when it comes second.
+    pub sequence_number: Option<u64>,
+    /// From the Response's first byte to before the frame's closing brace:
+    /// the Response alone when it is the frame's last member (a parse of it
+    /// as one JSON value tells).
+    pub response: &'a str,
+}
+
+/// The frame's `type` when it is the first member, written compactly
+/// (`{"type":"…"`) and without escapes; `None` means "parse to know".
+pub(crate) fn leading_type(frame: &str) -> Option<&str> {
+    unescaped_string(frame.strip_prefix(r#"{"type":""#)?)
+}
+
+/// The string that starts `rest` (after its opening quote), when it has no
+/// escapes (nor control characters, which JSON refuses); `None` otherwise.
+pub(crate) fn unescaped_string(rest: &str) -> Option<&str> {
+    let end = rest.find(['"', '\\'])?;
+    let s = &rest[..end];
+    (rest.as_bytes()[end] == b'"' && !s.bytes().any(|b| b < 0x20)).then_some(s)
+}
+
+/// The frame's head in the servers' layout; see [`Leading`].
+pub(crate) fn leading(frame: &str) -> Option<Leading<'_>> {
+    let kind = leading_type(frame)?;
+    let rest = frame[r#"{"type":""#.len() + kind.len() + 1..].strip_prefix(',')?;
+    let (sequence_number, rest) = match rest.strip_prefix(r#""sequence_number":"#) {
+        Some(n) => {
+            let digits = n.bytes().take_while(u8::is_ascii_digit).count();
+            // JSON has no leading zeros: such a frame is the parser's to refuse.
+            if digits == 0 || (digits > 1 && n.starts_with('0')) {
+                return None;
+            }
+            (Some(n[..digits].parse::<u64>().ok()?), n[digits..].strip_prefix(',')?)
+        }
+        None => (None, rest),
+    };
+    let response = rest.strip_prefix(r#""response":"#)?.strip_suffix('}')?;
+    Some(Leading { kind, sequence_number, response })
+}
+
 /// The fields of a Response object that translation needs.
 #[derive(Deserialize)]
 pub(crate) struct ResponseView<'a> {

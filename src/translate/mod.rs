@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 pub use errors::{FrameError, error_body_from_frame, sse_error_event, sse_error_event_seq, status_for_code};
 use frame::{Head, ResponseView, rewrite_response, splice};
+pub(crate) use frame::{leading, leading_type, unescaped_string};
 
 /// Frame types that end a response and must carry the Response object.
 const TERMINAL: [&str; 3] = ["response.completed", "response.failed", "response.incomplete"];
@@ -132,16 +133,30 @@ impl Translator {
         if self.ended {
             return Err(TranslateError::AfterEnd);
         }
+        // A frame carrying the Response in the servers' layout, Response
+        // last: read its head in place and parse the Response once (a parse
+        // of the whole frame would scan it twice, tens of KB at the end of a
+        // turn). Any other layout, or one that does not parse so, is parsed
+        // whole below, with the same result.
+        if let Some(head) = leading(frame)
+            && let Ok(view) = serde_json::from_str::<ResponseView<'_>>(head.response)
+        {
+            self.note_sequence_number(head.sequence_number);
+            let (text, end) = self.response_frame(frame, head.kind, head.response, view)?;
+            return Ok(self.step(head.kind, &text, end));
+        }
         let head: Head<'_> =
             serde_json::from_str(frame).map_err(|e| TranslateError::Malformed(e.to_string()))?;
         let frame_seq = head.sequence_number.and_then(|raw| raw.get().parse::<u64>().ok());
         let next_seq = frame_seq.or(self.last_seq.map(|n| n + 1));
-        if let Some(n) = frame_seq {
-            self.last_seq = Some(n);
-        }
+        self.note_sequence_number(frame_seq);
         let kind = head.kind.as_ref();
         let (text, end) = match head.response {
-            Some(resp) => self.response_frame(frame, kind, resp)?,
+            Some(resp) => {
+                let view: ResponseView<'_> = serde_json::from_str(resp.get())
+                    .map_err(|e| TranslateError::Malformed(format!("response object: {e}")))?;
+                self.response_frame(frame, kind, resp.get(), view)?
+            }
             None if kind == "error" => {
                 // A WebSocket error frame is nested and carries `status`; a
                 // plain-HTTP stream shows the flat `error` event, numbered
@@ -160,28 +175,39 @@ impl Translator {
             }
             None => (std::borrow::Cow::Borrowed(frame), None),
         };
+        Ok(self.step(kind, &text, end))
+    }
+
+    fn note_sequence_number(&mut self, n: Option<u64>) {
+        if n.is_some() {
+            self.last_seq = n;
+        }
+    }
+
+    /// The step for a frame whose (possibly rewritten) `text` goes out.
+    fn step(&mut self, kind: &str, text: &str, end: Option<Outcome>) -> Step {
         self.ended = end.is_some();
         let out = match self.mode {
-            Mode::Sse => sse_event(kind, &text),
+            Mode::Sse => sse_event(kind, text),
             Mode::Json => Bytes::new(),
         };
-        Ok(Step { out, end })
+        Step { out, end }
     }
 
     /// A frame carrying a Response: rewrite it, and read the outcome when the
     /// frame is terminal.
+    /// `resp` is the Response's text inside `frame`, `view` its parse.
     fn response_frame<'f>(
         &self,
         frame: &'f str,
         kind: &str,
-        resp: &'f RawValue,
+        resp: &'f str,
+        view: ResponseView<'f>,
     ) -> Result<(std::borrow::Cow<'f, str>, Option<Outcome>), TranslateError> {
-        let view: ResponseView<'_> = serde_json::from_str(resp.get())
-            .map_err(|e| TranslateError::Malformed(format!("response object: {e}")))?;
-        let new_resp = rewrite_response(resp.get(), &view, self.client_prev.as_deref());
+        let new_resp = rewrite_response(resp, &view, self.client_prev.as_deref());
         let text = match &new_resp {
             std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(frame),
-            std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(splice(frame, resp.get(), s)),
+            std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(splice(frame, resp, s)),
         };
         let json_body = || match self.mode {
             Mode::Json => Some(Bytes::copy_from_slice(new_resp.as_bytes())),

@@ -293,3 +293,46 @@ fn status_table() {
     assert_eq!(status_for_code(Some("insufficient_quota")), 429);
     assert_eq!(status_for_code(Some("context_length_exceeded")), 400);
 }
+
+/// A frame in the servers' layout (type, sequence number, then the Response
+/// last) is read in place; the same frame in any other layout is parsed
+/// whole. Both give the same outcome, sequence number and Response text.
+#[test]
+fn the_servers_layout_and_any_other_translate_alike() {
+    let output = r#"[{"id":"m","type":"message","content":[{"type":"output_text","text":"a \"b\"\n"}]},{"id":"f","type":"function_call"}]"#;
+    let r = resp("resp_1", "completed", "\"resp_up\"", output);
+    let kinds = ["response.created", "response.completed", "response.incomplete", "response.failed"];
+    for kind in kinds {
+        let servers = frame(kind, 7, &r);
+        let reordered = format!(r#"{{"response":{r},"sequence_number":7,"type":"{kind}"}}"#);
+        // The Response is not last: the short path's parse refuses it.
+        let trailing = format!(r#"{{"type":"{kind}","sequence_number":7,"response":{r},"x":1}}"#);
+        assert!(leading(&servers).is_some() && leading(&reordered).is_none() && leading(&trailing).is_some());
+        for client in [None, Some("resp_c")] {
+            for mode in [Mode::Json, Mode::Sse] {
+                let run = |f: &str| {
+                    let mut t = Translator::new(mode, client.map(str::to_owned));
+                    let step = t.on_frame(f).expect(f);
+                    (format!("{:?}", step.end), t.last_sequence_number(), step.out)
+                };
+                let (a, b, c) = (run(&servers), run(&reordered), run(&trailing));
+                assert_eq!((&a.0, a.1), (&b.0, b.1), "{kind} {mode:?} {client:?}");
+                assert_eq!((&a.0, a.1), (&c.0, c.1), "{kind} {mode:?} {client:?}");
+                if mode == Mode::Sse {
+                    let want = client.map_or("null".to_owned(), |c| format!("\"{c}\""));
+                    let sent = resp("resp_1", "completed", &want, output);
+                    assert_eq!(text(&a.2), sse(kind, &frame(kind, 7, &sent)));
+                }
+            }
+        }
+    }
+    // Malformed in the servers' layout: refused as the whole parse refuses it.
+    for bad in [
+        r#"{"type":"response.completed","sequence_number":7,"response":{"id":"r","output":[}}"#,
+        r#"{"type":"response.completed","sequence_number":07,"response":{"id":"r","output":[]}}"#,
+        "{\"type\":\"response.comp\nleted\",\"response\":{\"id\":\"r\",\"output\":[]}}",
+    ] {
+        let err = Translator::new(Mode::Json, None).on_frame(bad).expect_err(bad);
+        assert!(matches!(err, TranslateError::Malformed(_)), "{bad}");
+    }
+}

@@ -23,6 +23,7 @@ use tracing::debug;
 
 use super::shared::{Command, Frame, FrameTx, Relay, Shared, SocketHandle};
 use super::{SocketId, UpstreamError, WsSettings, tenant_short};
+use crate::translate::{leading, leading_type, unescaped_string};
 use crate::until;
 
 /// What [`SocketTask::forward`] tells the turn loop.
@@ -181,32 +182,12 @@ fn parsed(text: &str) -> Kind {
     }
 }
 
-/// The frame's `type` when it is the first member, written compactly
-/// (`{"type":"…"`) and without escapes; `None` means "parse to know".
-fn leading_type(text: &str) -> Option<&str> {
-    unescaped_string(text.strip_prefix("{\"type\":\"")?)
-}
-
-/// The string that starts `rest` (after its opening quote), when it has no
-/// escapes; `None` otherwise.
-fn unescaped_string(rest: &str) -> Option<&str> {
-    let end = rest.find(['"', '\\'])?;
-    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
-}
-
 /// The id of a `response.completed` frame in the servers' compact layout:
 /// `{"type":"response.completed",` then `"sequence_number":N,` or not, then
 /// `"response":{"id":"…"` without escapes; `None` means "parse to know".
 fn leading_response_id(text: &str) -> Option<&str> {
-    let rest = text.strip_prefix(r#"{"type":"response.completed","#)?;
-    let rest = match rest.strip_prefix(r#""sequence_number":"#) {
-        Some(n) => {
-            let digits = n.bytes().take_while(u8::is_ascii_digit).count();
-            n.get(digits..).filter(|_| digits > 0)?.strip_prefix(',')?
-        }
-        None => rest,
-    };
-    unescaped_string(rest.strip_prefix(r#""response":{"id":""#)?)
+    let head = leading(text).filter(|h| h.kind == "response.completed")?;
+    unescaped_string(head.response.strip_prefix(r#"{"id":""#)?)
 }
 
 fn close_code(frame: Option<&CloseFrame>) -> Option<u16> {
