@@ -174,9 +174,13 @@ where
                 ApiError::invalid("Unsupported frame type; expected response.create.", Some("type"), None);
             return self.error(&e).await;
         }
-        if self.started.elapsed() >= self.shared.config.max_connection_age {
+        let max_age = self.shared.config.max_connection_age;
+        if self.started.elapsed() >= max_age {
             let e = ApiError::invalid(
-                "Responses websocket connection limit reached (60 minutes). Create a new websocket connection to continue.",
+                format!(
+                    "Responses websocket connection limit reached ({}). Create a new websocket connection to continue.",
+                    age_limit(max_age)
+                ),
                 None,
                 Some("websocket_connection_limit_reached"),
             );
@@ -280,6 +284,18 @@ where
     }
 }
 
+/// The connection age limit as the service words it ("60 minutes"), or
+/// as configured when it is not a whole number of minutes.
+fn age_limit(max_age: std::time::Duration) -> String {
+    match max_age.as_secs() {
+        s if s >= 60 && s % 60 == 0 && max_age.subsec_nanos() == 0 => {
+            let m = s / 60;
+            format!("{m} minute{}", if m == 1 { "" } else { "s" })
+        }
+        _ => humantime::format_duration(max_age).to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +303,17 @@ mod tests {
     use serde_json::json;
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// The age-limit error names the limit as configured, in the service's
+    /// words when it is whole minutes.
+    #[test]
+    fn the_age_limit_message_names_the_configured_limit() {
+        use std::time::Duration;
+        assert_eq!(age_limit(Duration::from_secs(3600)), "60 minutes");
+        assert_eq!(age_limit(Duration::from_secs(60)), "1 minute");
+        assert_eq!(age_limit(Duration::from_millis(2500)), "2s 500ms");
+        assert_eq!(age_limit(Duration::from_secs(90)), "1m 30s");
+    }
 
     /// The connection loop over an in-memory pipe: no TCP, no HTTP.
     #[tokio::test]
