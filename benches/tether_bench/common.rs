@@ -112,15 +112,34 @@ pub fn pct_us(samples: &mut [Duration], p: f64) -> f64 {
 /// Prints a two-column table and writes `json` to `path` when given.
 pub fn report(title: &str, json: &Value, path: Option<&std::path::Path>) -> anyhow::Result<()> {
     println!("\n{title}");
-    if let Some(map) = json.as_object() {
-        for (k, v) in map {
-            println!("  {k:<28} {v}");
-        }
-    }
+    print_fields(json, "  ");
     if let Some(path) = path {
         std::fs::write(path, serde_json::to_string_pretty(json)?)?;
     }
     Ok(())
+}
+
+/// One line per field; a nested object's fields indented below its name.
+fn print_fields(json: &Value, indent: &str) {
+    let Some(map) = json.as_object() else { return };
+    for (k, v) in map {
+        match v {
+            Value::Object(_) => {
+                println!("{indent}{k}");
+                print_fields(v, &format!("{indent}  "));
+            }
+            _ => println!("{indent}{k:<28} {}", readable(v)),
+        }
+    }
+}
+
+/// A figure as a reader wants it: whole numbers from 10 up, three decimals below.
+fn readable(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if v.is_f64() && x.abs() >= 10.0 => format!("{x:.0}"),
+        Some(x) if v.is_f64() => format!("{x:.3}"),
+        _ => v.to_string(),
+    }
 }
 
 /// Resident memory of a process (VmRSS, VmHWM) in MB, from /proc.

@@ -12,6 +12,7 @@ mod loops;
 mod memory;
 mod nginx;
 mod soak;
+mod targets;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -179,19 +180,27 @@ async fn scenarios(cli: Cli) -> anyhow::Result<()> {
         )],
     };
     let mut out = serde_json::Map::new();
-    for (name, s) in &chosen {
+    for (i, (name, s)) in chosen.iter().enumerate() {
+        let sizes = if cli.quick { " at --quick sizes" } else { "" };
+        eprintln!("tether-bench: [{}/{}] {s:?}{sizes} …", i + 1, chosen.len());
+        let started = std::time::Instant::now();
         let result = run(s, cli.quick).await?;
         common::report(name, &result, None)?;
+        eprintln!("tether-bench: {name} done in {:.0?}", started.elapsed());
         out.insert((*name).to_string(), result);
     }
     let failed: Vec<String> =
         out.iter().filter(|(_, v)| v["passed"] == false).map(|(k, _)| k.clone()).collect();
+    let verdicts = targets::judge(&out, cli.quick);
     if let Some(path) = &cli.json {
-        let doc = if out.len() == 1 {
+        let mut doc = if out.len() == 1 {
             out.into_iter().next().map(|(_, v)| v).unwrap_or_default()
         } else {
             out.into()
         };
+        if !verdicts.is_null() {
+            doc["targets"] = verdicts;
+        }
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
     if !failed.is_empty() {
