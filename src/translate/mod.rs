@@ -195,8 +195,8 @@ impl Translator {
     }
 
     /// A frame carrying a Response: rewrite it, and read the outcome when the
-    /// frame is terminal.
-    /// `resp` is the Response's text inside `frame`, `view` its parse.
+    /// frame is terminal. `resp` is the Response's text inside `frame`,
+    /// `view` its parse.
     fn response_frame<'f>(
         &self,
         frame: &'f str,
