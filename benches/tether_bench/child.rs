@@ -202,10 +202,11 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Per unit of `n` since `before`: (CPU µs, context switches).
+    /// Per unit of `n` since `before`: (CPU µs, context switches to one decimal).
     pub fn per(self, before: Usage, n: usize) -> (f64, f64) {
         let n = n.max(1) as f64;
-        ((self.cpu_us - before.cpu_us) / n, (self.switches - before.switches) as f64 / n)
+        let switches = (self.switches - before.switches) as f64 / n;
+        ((self.cpu_us - before.cpu_us) / n, (switches * 10.0).round() / 10.0)
     }
 }
 

@@ -96,7 +96,7 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     for ((name, pid), before) in pids.iter().zip(before) {
         let (cpu, switches) = crate::child::usage(*pid).per(before, requests);
         out[format!("{name}_cpu_us_per_request")] = json!(cpu.round());
-        out[format!("{name}_switches_per_request")] = json!((switches * 10.0).round() / 10.0);
+        out[format!("{name}_switches_per_request")] = json!(switches);
     }
     let mut pct = std::collections::HashMap::new();
     for (name, v) in names.iter().zip(lat.iter_mut()) {
@@ -201,7 +201,7 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
         "tether_prepare_p50_us": p(&mut prep, 50.0), "tether_prepare_p99_us": p(&mut prep, 99.0),
         "direct_gap_p99_us": p(&mut dg, 99.0), "tether_gap_p99_us": p(&mut tg, 99.0),
         "added_gap_p99_us": p(&mut tg, 99.0) - p(&mut dg, 99.0),
-        "tether_cpu_us_per_turn": cpu.round(), "tether_switches_per_turn": (switches * 10.0).round() / 10.0,
+        "tether_cpu_us_per_turn": cpu.round(), "tether_switches_per_turn": switches,
     }))
 }
 
