@@ -85,10 +85,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes)
-        // One buffer, one write per flush: queued, a streamed answer's
-        // events went out five to a writev (16 slices, three per chunk).
-        .writev(false);
+        .max_buf_size(server.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(server.max_header_bytes as u32);
     // Shared by every connection task (a connection borrows its builder).
     let builder = Arc::new(builder);

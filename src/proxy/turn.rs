@@ -22,7 +22,7 @@ use crate::error::ProxyError;
 use crate::http::body::{self, Body};
 use crate::session::{Fingerprint, FreshReason, Plan, SessionId, SocketId, TenantId};
 use crate::translate::{Mode, Outcome, Translator};
-use crate::upstream::{Credentials, Lease, Relay, TurnFrames, UpstreamError};
+use crate::upstream::{Credentials, Frame, Lease, Relay, TurnFrames, UpstreamError};
 
 /// The continuation a plan chose.
 #[derive(Debug, Clone)]
@@ -515,6 +515,10 @@ impl Finisher {
 
 /// The rest of a streamed response, read by its body. Until the end the
 /// frames and the lease are held; once they are gone, so is the turn.
+/// How many bytes of events already arrived a streamed answer gathers into
+/// one chunk for the client.
+const CHUNK: usize = 64 * 1024;
+
 struct Rest {
     held: Option<(TurnFrames, Lease)>,
     translator: Translator,
@@ -525,51 +529,80 @@ struct Rest {
 
 impl Rest {
     /// The next bytes for the client; `None` once the response is over
-    /// (the record went out).
+    /// (the record went out). Waits for the next event, then takes with it
+    /// the events whose frames have already arrived (up to [`CHUNK`]): a
+    /// burst goes to the client as one chunk, one write, and an event that
+    /// arrives alone goes out alone, at once.
     async fn next(&mut self) -> Option<Bytes> {
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut len = 0;
         loop {
-            let frame = self.held.as_mut()?.0.next().await;
-            let step = match frame {
-                Some(Ok(text)) => match self.translator.on_frame(&text) {
-                    Ok(step) => step,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "malformed upstream frame mid-stream");
-                        return self.end(None, true);
-                    }
-                },
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "upstream socket failed mid-stream");
-                    return self.end(None, false);
+            let frame = if parts.is_empty() {
+                self.held.as_mut()?.0.next().await
+            } else {
+                match self.held.as_mut().and_then(|(frames, _)| frames.ready()) {
+                    Some(frame) => frame,
+                    None => break,
                 }
-                None => return self.end(None, false),
             };
-            if let Some(outcome) = step.end {
-                return self.end(Some((outcome, step.out)), false);
+            let (out, done) = self.take(frame);
+            if !out.is_empty() {
+                len += out.len();
+                parts.push(out);
             }
-            if !step.out.is_empty() {
-                return Some(step.out);
+            if done || len >= CHUNK {
+                break;
             }
+        }
+        match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            _ => Some(Bytes::from(parts.concat())),
+        }
+    }
+
+    /// One frame in: the bytes it gives the client (maybe none), and whether
+    /// the response is over (ended, committed, released, recorded).
+    fn take(&mut self, frame: Option<Result<Frame, UpstreamError>>) -> (Bytes, bool) {
+        let step = match frame {
+            Some(Ok(text)) => match self.translator.on_frame(&text) {
+                Ok(step) => step,
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed upstream frame mid-stream");
+                    return (self.end(None, true), true);
+                }
+            },
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "upstream socket failed mid-stream");
+                return (self.end(None, false), true);
+            }
+            None => return (self.end(None, false), true),
+        };
+        match step.end {
+            Some(outcome) => (self.end(Some((outcome, step.out)), false), true),
+            None => (step.out, false),
         }
     }
 
     /// Commits (or evicts), releases the socket (retires it after a
     /// malformed frame), emits the record; then the last bytes: the terminal
     /// event, or an SSE `error` event when the upstream was lost.
-    fn end(&mut self, ended: Option<(Outcome, Bytes)>, malformed: bool) -> Option<Bytes> {
-        let (frames, lease) = self.held.take()?;
+    fn end(&mut self, ended: Option<(Outcome, Bytes)>, malformed: bool) -> Bytes {
+        let Some((frames, lease)) = self.held.take() else {
+            return Bytes::new();
+        };
         self.record.outcome = ended.as_ref().map_or("upstream_lost", |(o, _)| outcome_label(o));
         match &ended {
             Some((o, _)) => self.finisher.finish(&mut self.record, &lease, self.fp.take(), o),
             None => self.finisher.evict(),
         }
         self.close(frames, lease, malformed);
-        let tail = match ended {
+        match ended {
             Some((_, last)) => last,
             None => self
                 .translator
                 .sse_error_event("The upstream connection was lost mid-response.", Some("upstream_error")),
-        };
-        (!tail.is_empty()).then_some(tail)
+        }
     }
 
     /// Lets go of the frames (the socket task drains what is left), then of

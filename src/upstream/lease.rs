@@ -125,6 +125,16 @@ impl TurnFrames {
     pub async fn next(&mut self) -> Option<Result<Frame, UpstreamError>> {
         self.rx.recv().await
     }
+
+    /// The next frame if one has already arrived: `Some` of what
+    /// [`TurnFrames::next`] would give at once, `None` if it would wait.
+    pub fn ready(&mut self) -> Option<Option<Result<Frame, UpstreamError>>> {
+        match self.rx.try_recv() {
+            Ok(frame) => Some(Some(frame)),
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+        }
+    }
 }
 
 impl Stream for TurnFrames {
