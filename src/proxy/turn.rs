@@ -513,12 +513,12 @@ impl Finisher {
     }
 }
 
-/// The rest of a streamed response, read by its body. Until the end the
-/// frames and the lease are held; once they are gone, so is the turn.
 /// How many bytes of events already arrived a streamed answer gathers into
 /// one chunk for the client.
 const CHUNK: usize = 64 * 1024;
 
+/// The rest of a streamed response, read by its body. Until the end the
+/// frames and the lease are held; once they are gone, so is the turn.
 struct Rest {
     held: Option<(TurnFrames, Lease)>,
     translator: Translator,
