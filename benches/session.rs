@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -15,8 +16,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tether::proxy::request::ParsedRequest;
 use tether::session::{
-    ChainSeed, Fingerprint, Plan, SessionLimits, SessionStore, SocketId, SocketStates, SocketStatus,
-    TenantId, fingerprint, fingerprint_values,
+    ChainSeed, Fingerprint, ItemMemo, Plan, SessionLimits, SessionStore, SocketId, SocketStates,
+    SocketStatus, TenantId, fingerprint, fingerprint_memo, fingerprint_values,
 };
 
 const SEED: ChainSeed<'static> = ChainSeed { tenant: TenantId(42), model: "gpt-5", store: false };
@@ -141,6 +142,11 @@ fn fingerprinting(c: &mut Criterion) {
             let items = p.items.unwrap_or_default();
             g.bench_function("fingerprint_only", |b| {
                 b.iter(|| fingerprint(&SEED, black_box(&items)).ok().map(|f| f.tip()))
+            });
+            // Every item already in the memo: a resent history.
+            let memo = Mutex::new(ItemMemo::default());
+            g.bench_function("fingerprint_memo_warm", |b| {
+                b.iter(|| fingerprint_memo(&SEED, black_box(&items), &memo).ok().map(|f| f.tip()))
             });
         }
         g.bench_function("parse_struct_raw_only", |b| {

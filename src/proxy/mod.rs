@@ -28,8 +28,8 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http::body::{self, Body};
 use crate::session::{
-    self, ChainSeed, FreshReason, Plan, SessionLimits, SessionStore, SocketId, SocketStates, SocketStatus,
-    TenantId,
+    self, ChainSeed, FreshReason, ItemMemo, Plan, SessionLimits, SessionStore, SocketId, SocketStates,
+    SocketStatus, TenantId,
 };
 use crate::upstream::{Credentials, SocketSnapshot, UpstreamPool, WsSettings};
 use request::ParsedRequest;
@@ -40,6 +40,8 @@ pub struct Managed {
     pub sessions: Mutex<SessionStore>,
     /// Upstream WebSocket sockets.
     pub pool: UpstreamPool,
+    /// Canonical hashes of the item texts seen lately (per tenant).
+    pub memo: Mutex<ItemMemo>,
     salt: [u8; 16],
     fallback_until: Mutex<Option<Instant>>,
     shutting_down: AtomicBool,
@@ -73,6 +75,7 @@ impl Managed {
         };
         Managed {
             sessions: Mutex::new(SessionStore::new(limits)),
+            memo: Mutex::new(ItemMemo::default()),
             pool: UpstreamPool::new(settings),
             salt: random_salt(),
             fallback_until: Mutex::new(None),
@@ -179,7 +182,7 @@ pub async fn responses(app: &Arc<App>, req: Request<Incoming>) -> Result<Respons
     }
     // plan
     let seed = ChainSeed { tenant, model: parsed.model.as_deref().unwrap_or(""), store: parsed.store };
-    let fp = fingerprint_input(&seed, &parsed);
+    let fp = fingerprint_input(&seed, &parsed, &m.memo);
     let plan = match &fp {
         Some(fp) => {
             let view = TenantSockets::of(&m.pool, tenant);
@@ -193,9 +196,13 @@ pub async fn responses(app: &Arc<App>, req: Request<Incoming>) -> Result<Respons
 
 /// The chain over the request's items (a string input is one user message).
 /// `None` when an item cannot be hashed: then the turn is sent whole.
-fn fingerprint_input(seed: &ChainSeed<'_>, parsed: &ParsedRequest<'_>) -> Option<session::Fingerprint> {
+fn fingerprint_input(
+    seed: &ChainSeed<'_>,
+    parsed: &ParsedRequest<'_>,
+    memo: &Mutex<ItemMemo>,
+) -> Option<session::Fingerprint> {
     match (&parsed.items, &parsed.text) {
-        (Some(items), _) => session::fingerprint(seed, items).ok(),
+        (Some(items), _) => session::fingerprint_memo(seed, items, memo).ok(),
         (None, Some(text)) => {
             let content = serde_json::to_string(text).ok()?;
             let item = RawValue::from_string(format!(r#"{{"role":"user","content":{content}}}"#)).ok()?;

@@ -496,7 +496,7 @@ impl Finisher {
         };
         let (true, Some(mut fp)) = (self.commit, fp) else { return };
         let items: Vec<&RawValue> = output.iter().map(|b| &**b).collect();
-        if fp.extend(&items).is_err() {
+        if fp.extend_memo(&items, &self.app.managed.memo).is_err() {
             return self.evict();
         }
         let mut store = self.app.managed.store();

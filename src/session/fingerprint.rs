@@ -10,7 +10,10 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use xxhash_rust::xxh3::xxh3_128;
 
+use std::sync::Mutex;
+
 use super::canon::{ItemKind, Node, Scratch, hash_item, hash_raw_item};
+use super::memo::ItemMemo;
 use super::tenant::TenantId;
 
 /// What seeds a chain: a tip only ever matches a request with the same three.
@@ -76,11 +79,37 @@ pub fn fingerprint(seed: &ChainSeed<'_>, items: &[&RawValue]) -> Result<Fingerpr
     Ok(fp)
 }
 
+/// [`fingerprint`] with the hashes `memo` remembers (see [`ItemMemo`]).
+pub fn fingerprint_memo(
+    seed: &ChainSeed<'_>,
+    items: &[&RawValue],
+    memo: &Mutex<ItemMemo>,
+) -> Result<Fingerprint, ItemError> {
+    let mut fp = Fingerprint::empty(seed, items.len() + OUTPUT_ROOM);
+    fp.extend_memo(items, memo)?;
+    Ok(fp)
+}
+
 /// Fingerprints items that were already parsed into [`Value`]s.
 pub fn fingerprint_values(seed: &ChainSeed<'_>, items: &[Value]) -> Result<Fingerprint, ItemError> {
     let mut fp = Fingerprint::empty(seed, items.len() + OUTPUT_ROOM);
     fp.extend_values(items)?;
     Ok(fp)
+}
+
+/// The canonical hash of one item's text, the `index`-th of its chain: the
+/// raw scan, or the tree path for what the scan declines (errors included).
+fn hash_text<'a>(
+    text: &'a str,
+    index: usize,
+    scratch: &mut Scratch<'a>,
+) -> Result<(u128, ItemKind), ItemError> {
+    if let Some(hashed) = hash_raw_item(text, scratch) {
+        return Ok(hashed);
+    }
+    let node = serde_json::from_str::<Node<'_>>(text)
+        .map_err(|e| ItemError::Invalid { index, message: e.to_string() })?;
+    hash_object(&node, index)
 }
 
 /// The tree path's hash of an item, which must be an object.
@@ -135,18 +164,41 @@ impl Fingerprint {
         let mut scratch = Scratch::for_items(longest);
         self.reserve(items.len());
         for raw in items {
-            let text = raw.get();
-            let (item, kind) = match hash_raw_item(text, &mut scratch) {
+            let (item, kind) = hash_text(raw.get(), self.len(), &mut scratch)?;
+            self.push(item, kind);
+        }
+        Ok(())
+    }
+
+    /// [`Fingerprint::extend`], taking the hash of each item whose exact
+    /// text `memo` remembers for this tenant from it, and teaching it the
+    /// others. The chain is the same either way.
+    pub fn extend_memo(&mut self, items: &[&RawValue], memo: &Mutex<ItemMemo>) -> Result<(), ItemError> {
+        let keys: Vec<u128> = items.iter().map(|raw| ItemMemo::key(self.tenant, raw.get())).collect();
+        let known: Vec<Option<(u128, ItemKind)>> = {
+            let memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+            keys.iter().map(|&key| memo.get(key)).collect()
+        };
+        let longest = items.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(raw, _)| raw.get().len());
+        let mut scratch = Scratch::for_items(longest.max().unwrap_or(0));
+        let mut learned = Vec::new();
+        self.reserve(items.len());
+        for ((raw, known), &key) in items.iter().zip(known).zip(&keys) {
+            let (item, kind) = match known {
                 Some(hashed) => hashed,
-                // Declined by the raw scan: the tree path decides, errors included.
                 None => {
-                    let index = self.len();
-                    let node = serde_json::from_str::<Node<'_>>(text)
-                        .map_err(|e| ItemError::Invalid { index, message: e.to_string() })?;
-                    hash_object(&node, index)?
+                    let hashed = hash_text(raw.get(), self.len(), &mut scratch)?;
+                    learned.push((key, hashed));
+                    hashed
                 }
             };
             self.push(item, kind);
+        }
+        if !learned.is_empty() {
+            let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, (item, kind)) in learned {
+                memo.put(key, item, kind);
+            }
         }
         Ok(())
     }
