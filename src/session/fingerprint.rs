@@ -174,20 +174,27 @@ impl Fingerprint {
     /// text `memo` remembers for this tenant from it, and teaching it the
     /// others. The chain is the same either way.
     pub fn extend_memo(&mut self, items: &[&RawValue], memo: &Mutex<ItemMemo>) -> Result<(), ItemError> {
-        let keys: Vec<u128> = items.iter().map(|raw| ItemMemo::key(self.tenant, raw.get())).collect();
-        let known: Vec<Option<(u128, ItemKind)>> = {
+        let mut known: Vec<(u128, Option<(u128, ItemKind)>)> =
+            items.iter().map(|raw| (ItemMemo::key(self.tenant, raw.get()), None)).collect();
+        {
             let memo = memo.lock().unwrap_or_else(|e| e.into_inner());
-            keys.iter().map(|&key| memo.get(key)).collect()
-        };
-        let longest = items.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(raw, _)| raw.get().len());
-        let mut scratch = Scratch::for_items(longest.max().unwrap_or(0));
+            for (key, hashed) in &mut known {
+                *hashed = memo.get(*key);
+            }
+        }
+        // Only the items the memo did not know are scanned (usually the
+        // newest few), with buffers sized for them.
+        let unknown = items.iter().zip(&known).filter(|(_, (_, hashed))| hashed.is_none());
+        let longest = unknown.map(|(raw, _)| raw.get().len()).max().unwrap_or(0);
+        let mut scratch = None;
         let mut learned = Vec::new();
         self.reserve(items.len());
-        for ((raw, known), &key) in items.iter().zip(known).zip(&keys) {
+        for (raw, (key, known)) in items.iter().zip(known) {
             let (item, kind) = match known {
                 Some(hashed) => hashed,
                 None => {
-                    let hashed = hash_text(raw.get(), self.len(), &mut scratch)?;
+                    let scratch = scratch.get_or_insert_with(|| Scratch::for_items(longest));
+                    let hashed = hash_text(raw.get(), self.len(), scratch)?;
                     learned.push((key, hashed));
                     hashed
                 }
