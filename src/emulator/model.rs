@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
-use super::oracle;
+use super::oracle::Normal;
 use super::script::Script;
 use super::validate::kind;
 
@@ -32,18 +32,20 @@ pub(crate) struct Ask<'a> {
     pub encrypted_reasoning: bool,
 }
 
-/// Hash of a context in normal form.
-pub(crate) fn context_hash(context: &[Value]) -> u64 {
-    xxh3_64(Value::Array(oracle::normalize(context)).to_string().as_bytes())
+/// Hash of a context in normal form (`normal`: the context's).
+pub(crate) fn context_hash(normal: &Normal) -> u64 {
+    xxh3_64(normal.array_text().as_bytes())
 }
 
-/// Runs the script over `context`; `new_id` mints unique item ids.
+/// Runs the script over `context` (`normal`: its normal form); `new_id`
+/// mints unique item ids.
 pub(crate) fn generate(
     context: &[Value],
+    normal: &Normal,
     ask: &Ask<'_>,
     mut new_id: impl FnMut(&str) -> String,
 ) -> Generated {
-    let h = context_hash(context);
+    let h = context_hash(normal);
     let script = ask.script;
     let mut output = Vec::new();
     let mut reasoning_tokens = 0;
@@ -150,16 +152,28 @@ mod tests {
             ids += 1;
             format!("{p}_{ids}")
         };
-        let first = generate(std::slice::from_ref(&user), &ask("tools=1,args=50"), &mut id);
+        let first = generate(
+            std::slice::from_ref(&user),
+            &Normal::of(std::slice::from_ref(&user)),
+            &ask("tools=1,args=50"),
+            &mut id,
+        );
         assert_eq!(first.output.len(), 1);
         let call = &first.output[0];
         assert_eq!(call["type"], "function_call");
         assert_eq!(call["name"], "exec_command");
         assert!(call["arguments"].as_str().is_some_and(|a| a.len() == 50));
-        let again = generate(std::slice::from_ref(&user), &ask("tools=1,args=50"), &mut id);
+        let again = generate(
+            std::slice::from_ref(&user),
+            &Normal::of(std::slice::from_ref(&user)),
+            &ask("tools=1,args=50"),
+            &mut id,
+        );
         assert_eq!(again.output[0]["call_id"], call["call_id"]);
         let out = json!({"type":"function_call_output","call_id":call["call_id"],"output":"ok"});
-        let second = generate(&[user, call.clone(), out], &ask("tools=1,answer=30,reasoning=1"), &mut id);
+        let context = [user, call.clone(), out];
+        let second =
+            generate(&context, &Normal::of(&context), &ask("tools=1,answer=30,reasoning=1"), &mut id);
         assert_eq!(second.output[0]["type"], "reasoning");
         assert!(second.output[0]["encrypted_content"].is_string());
         assert_eq!(second.output[1]["content"][0]["text"].as_str().map(str::len), Some(30));

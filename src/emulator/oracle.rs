@@ -61,6 +61,46 @@ pub fn normalize(items: &[Value]) -> Vec<Value> {
     items.iter().map(normalize_item).collect()
 }
 
+/// A context's items in normal form, each serialised once: what the prefix
+/// cache, the token counts and the context hash are computed from, so a
+/// turn normalises its context once instead of once per use.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Normal(Vec<String>);
+
+impl Normal {
+    /// The normal form of `items`, serialised.
+    pub(crate) fn of(items: &[Value]) -> Normal {
+        let mut n = Normal(Vec::with_capacity(items.len()));
+        n.extend(items);
+        n
+    }
+
+    /// Appends the normal form of `items`.
+    pub(crate) fn extend(&mut self, items: &[Value]) {
+        self.0.extend(items.iter().map(|i| normalize_item(i).to_string()));
+    }
+
+    /// Each item's serialised normal form.
+    pub(crate) fn items(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The compact serialisation of the whole normal context, a JSON array:
+    /// byte for byte `Value::Array(normalize(items)).to_string()`.
+    pub(crate) fn array_text(&self) -> String {
+        let mut out = String::with_capacity(self.0.iter().map(|s| s.len() + 1).sum::<usize>() + 2);
+        out.push('[');
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(item);
+        }
+        out.push(']');
+        out
+    }
+}
+
 /// The normal form of one item (see the module docs).
 pub fn normalize_item(item: &Value) -> Value {
     let Value::Object(map) = drop_nulls(item) else {
@@ -127,6 +167,25 @@ fn drop_nulls(value: &Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_normal_text_is_the_normal_arrays_serialisation() {
+        let items = [
+            json!({"role":"user","content":"hi \"there\"\n","id":null}),
+            json!({"type":"message","role":"assistant","content":[{"type":"output_text","text":"yo","annotations":[]}]}),
+            json!({"type":"function_call","call_id":"c","name":"f","arguments":"{}","status":"completed"}),
+            json!({"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"x"}),
+            json!("not an object"),
+        ];
+        for n in 0..=items.len() {
+            let normal = Normal::of(&items[..n]);
+            assert_eq!(normal.array_text(), Value::Array(normalize(&items[..n])).to_string(), "{n} items");
+            assert_eq!(normal.items().len(), n);
+        }
+        let mut grown = Normal::of(&items[..2]);
+        grown.extend(&items[2..]);
+        assert_eq!(grown.items(), Normal::of(&items).items());
+    }
 
     #[test]
     fn equivalent_forms_match() {

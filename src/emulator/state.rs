@@ -11,7 +11,6 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::config::EmulatorConfig;
 use super::fault::{Fault, FaultKind, FaultTarget};
-use super::oracle;
 
 /// The transport a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -205,8 +204,9 @@ impl Shared {
     }
 
     /// Remembers every prefix of a completed prompt (`seed` hashes its settings).
-    pub fn remember_prefixes(&self, seed: u128, context: &[Value]) {
-        let hashes = prefix_hashes(seed, context);
+    /// `normal`: the prompt's items in normal form, serialised.
+    pub fn remember_prefixes(&self, seed: u128, normal: &[String]) {
+        let hashes = prefix_hashes(seed, normal);
         let mut inner = self.lock();
         for h in hashes {
             if inner.prefixes.insert(h) {
@@ -222,10 +222,10 @@ impl Shared {
 
     /// Items in the longest remembered proper prefix of the prompt: `Some(0)`
     /// when only the settings are known, `None` when nothing is.
-    pub fn longest_prefix(&self, seed: u128, context: &[Value]) -> Option<usize> {
-        let hashes = prefix_hashes(seed, context);
+    pub fn longest_prefix(&self, seed: u128, normal: &[String]) -> Option<usize> {
+        let hashes = prefix_hashes(seed, normal);
         let inner = self.lock();
-        hashes.iter().take(context.len()).rposition(|h| inner.prefixes.contains(h))
+        hashes.iter().take(normal.len()).rposition(|h| inner.prefixes.contains(h))
     }
 }
 
@@ -237,12 +237,14 @@ fn matches_target(target: FaultTarget, transport: Transport) -> bool {
 }
 
 /// Chained hashes of each prefix (0..=len items) of a prompt, in normal form.
-fn prefix_hashes(seed: u128, context: &[Value]) -> Vec<u128> {
+fn prefix_hashes(seed: u128, normal: &[String]) -> Vec<u128> {
     let mut h = seed;
-    let mut out = vec![seed];
-    for item in context {
-        let mut bytes = h.to_le_bytes().to_vec();
-        bytes.extend_from_slice(oracle::normalize_item(item).to_string().as_bytes());
+    let mut out = Vec::with_capacity(normal.len() + 1);
+    out.push(seed);
+    for item in normal {
+        let mut bytes = Vec::with_capacity(16 + item.len());
+        bytes.extend_from_slice(&h.to_le_bytes());
+        bytes.extend_from_slice(item.as_bytes());
         h = xxh3_128(&bytes);
         out.push(h);
     }

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::events::{self, Event};
 use super::fault::{Fault, TurnFaults};
 use super::model::{self, Ask};
-use super::oracle;
+use super::oracle::Normal;
 use super::script::{Script, ScriptError};
 use super::state::{ContextRecord, Held, Shared, Transport};
 use super::validate;
@@ -36,6 +36,8 @@ pub(crate) struct Turn {
     pub store: bool,
     /// Parent context ++ input.
     pub context: Vec<Value>,
+    /// `context` in normal form.
+    pub normal: Normal,
     pub completed: Value,
     pub events: Vec<Event>,
     pub before_first: Duration,
@@ -126,14 +128,14 @@ fn resolve_parent(
 }
 
 /// Input tokens, the cached part, and the tokens rehydrated from storage.
-fn price(shared: &Shared, parent: &Parent, prompt: &Prompt, context: &[Value]) -> (u64, u64, u64) {
-    let input_tokens = prompt.tokens + context_tokens(context);
+fn price(shared: &Shared, parent: &Parent, prompt: &Prompt, normal: &Normal) -> (u64, u64, u64) {
+    let input_tokens = prompt.tokens + context_tokens(normal.items());
     let (cached, rehydrated) = match parent {
         // The warm state covers the parent only if the settings before it are unchanged.
         Parent::Latest(p) if p.prompt == prompt.hash => (p.tokens, 0),
         // Rehydrated from storage: only the shared prefix cache can help.
-        Parent::Latest(p) | Parent::Stored(p) => (prefix_hit(shared, prompt, context), p.tokens),
-        Parent::None => (prefix_hit(shared, prompt, context), 0),
+        Parent::Latest(p) | Parent::Stored(p) => (prefix_hit(shared, prompt, normal), p.tokens),
+        Parent::None => (prefix_hit(shared, prompt, normal), 0),
     };
     (input_tokens, cached, rehydrated)
 }
@@ -161,6 +163,8 @@ pub(crate) fn prepare(
     };
     context.extend(input);
     validate::check_pairing(&context)?;
+    // Normalised once: the model, the price and the prefix cache all read it.
+    let normal = Normal::of(&context);
 
     let generated = if settings.warmup {
         model::Generated { output: Vec::new(), output_tokens: 0, reasoning_tokens: 0 }
@@ -172,10 +176,10 @@ pub(crate) fn prepare(
             encrypted_reasoning: include
                 .is_some_and(|inc| inc.iter().any(|v| v == "reasoning.encrypted_content")),
         };
-        model::generate(&context, &ask, |p| shared.new_id(p))
+        model::generate(&context, &normal, &ask, |p| shared.new_id(p))
     };
     let prompt = Prompt::of(body);
-    let (input_tokens, cached, rehydrated) = price(shared, &parent, &prompt, &context);
+    let (input_tokens, cached, rehydrated) = price(shared, &parent, &prompt, &normal);
     let usage = events::usage(input_tokens, cached, generated.output_tokens, generated.reasoning_tokens);
     let response_id = shared.new_id("resp");
     let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -209,14 +213,16 @@ pub(crate) fn prepare(
         prompt,
         before_first: cost.before_first_event(bytes, validated, input_tokens - cached, rehydrated),
         context,
+        normal,
         completed,
         events,
         faults,
     })
 }
 
-fn context_tokens(context: &[Value]) -> u64 {
-    context.iter().map(|i| tokens(oracle::normalize_item(i).to_string().len())).sum()
+/// Tokens of the items whose normal forms are `items`.
+fn context_tokens(items: &[String]) -> u64 {
+    items.iter().map(|i| tokens(i.len())).sum()
 }
 
 /// The settings the service renders before the items: `instructions` and `tools`.
@@ -238,11 +244,11 @@ impl Prompt {
 
 /// Cached tokens of a request without a parent: the longest remembered
 /// prefix of the prompt, when the context's hash falls within the hit rate.
-fn prefix_hit(shared: &Shared, prompt: &Prompt, context: &[Value]) -> u64 {
+fn prefix_hit(shared: &Shared, prompt: &Prompt, normal: &Normal) -> u64 {
     let rate = shared.config.cost.http_prefix_cache_hit_rate;
-    let bucket = (model::context_hash(context) % 10_000) as f64 / 10_000.0;
-    match shared.longest_prefix(prompt.hash, context) {
-        Some(k) if bucket < rate => prompt.tokens + context_tokens(&context[..k]),
+    let bucket = (model::context_hash(normal) % 10_000) as f64 / 10_000.0;
+    match shared.longest_prefix(prompt.hash, normal.items()) {
+        Some(k) if bucket < rate => prompt.tokens + context_tokens(&normal.items()[..k]),
         _ => 0,
     }
 }
@@ -252,20 +258,22 @@ impl Turn {
     /// Returns what the connection now holds as its latest response.
     pub fn complete(&self, shared: &Shared) -> Arc<Held> {
         let mut context = self.context.clone();
+        let mut normal = self.normal.clone();
         if let Some(Value::Array(output)) = self.completed.get("output") {
             context.extend(output.iter().cloned());
+            normal.extend(output);
         }
         let held = Arc::new(Held {
             id: self.response_id.clone(),
             prompt: self.prompt.hash,
-            tokens: self.prompt.tokens + context_tokens(&context),
+            tokens: self.prompt.tokens + context_tokens(normal.items()),
             context,
             response: self.completed.clone(),
         });
         if self.store {
             shared.store(held.clone());
         }
-        shared.remember_prefixes(self.prompt.hash, &held.context);
+        shared.remember_prefixes(self.prompt.hash, normal.items());
         let usage = &self.completed["usage"];
         shared.with_stats(|s| {
             s.completed += 1;
