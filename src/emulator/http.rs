@@ -58,12 +58,12 @@ pub(crate) async fn create(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         reply_sse(shared, turn)
     } else {
-        reply_json(&shared, &turn).await
+        reply_json(&shared, turn).await
     }
 }
 
 /// The whole Response as JSON, after the turn's total delay.
-async fn reply_json(shared: &Shared, turn: &Turn) -> Response<Body> {
+async fn reply_json(shared: &Shared, turn: Turn) -> Response<Body> {
     let steps = turn.steps(&shared.config.cost);
     pause(steps.iter().map(|s| s.delay).sum::<Duration>()).await;
     for step in steps {
@@ -75,8 +75,8 @@ async fn reply_json(shared: &Shared, turn: &Turn) -> Response<Body> {
             Action::Drop | Action::Close(_) => return aborted(shared),
         }
     }
-    turn.complete(shared);
-    json_response(200, &turn.completed)
+    let held = turn.complete(shared);
+    json_response(200, &held.response)
 }
 
 /// The event stream, played by a task as the steps come due.

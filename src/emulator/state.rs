@@ -140,8 +140,11 @@ impl Shared {
         std::mem::take(&mut self.lock().records)
     }
 
-    pub fn record(&self, record: ContextRecord) {
+    /// Keeps the oracle record `record` builds, when records are kept (a
+    /// record copies the whole context: not built when they are off).
+    pub fn record(&self, record: impl FnOnce() -> ContextRecord) {
         if self.config.record_contexts {
+            let record = record();
             self.lock().records.push(record);
         }
     }

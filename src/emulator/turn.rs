@@ -198,7 +198,7 @@ pub(crate) fn prepare(
         }
         s.input_bytes_received += input_bytes as u64;
     });
-    shared.record(ContextRecord {
+    shared.record(|| ContextRecord {
         response_id: response_id.clone(),
         transport,
         previous_response_id: parent_id.clone(),
@@ -256,25 +256,24 @@ fn prefix_hit(shared: &Shared, prompt: &Prompt, normal: &Normal) -> u64 {
 impl Turn {
     /// Records a completed response: the store, the prefix cache, the stats.
     /// Returns what the connection now holds as its latest response.
-    pub fn complete(&self, shared: &Shared) -> Arc<Held> {
-        let mut context = self.context.clone();
-        let mut normal = self.normal.clone();
-        if let Some(Value::Array(output)) = self.completed.get("output") {
+    pub fn complete(self, shared: &Shared) -> Arc<Held> {
+        let Turn { response_id, prompt, store, mut context, mut normal, completed, .. } = self;
+        if let Some(Value::Array(output)) = completed.get("output") {
             context.extend(output.iter().cloned());
             normal.extend(output);
         }
         let held = Arc::new(Held {
-            id: self.response_id.clone(),
-            prompt: self.prompt.hash,
-            tokens: self.prompt.tokens + context_tokens(normal.items()),
+            id: response_id,
+            prompt: prompt.hash,
+            tokens: prompt.tokens + context_tokens(normal.items()),
             context,
-            response: self.completed.clone(),
+            response: completed,
         });
-        if self.store {
+        if store {
             shared.store(held.clone());
         }
-        shared.remember_prefixes(self.prompt.hash, normal.items());
-        let usage = &self.completed["usage"];
+        shared.remember_prefixes(prompt.hash, normal.items());
+        let usage = &held.response["usage"];
         shared.with_stats(|s| {
             s.completed += 1;
             s.input_tokens += usage["input_tokens"].as_u64().unwrap_or(0);
