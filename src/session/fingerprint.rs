@@ -5,12 +5,12 @@
 //! second chain `g` is seeded by the tenant alone; the store uses it only to
 //! explain a miss ("same history, other model"), never to continue.
 
+use std::sync::Mutex;
+
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use xxhash_rust::xxh3::xxh3_128;
-
-use std::sync::Mutex;
 
 use super::canon::{ItemKind, Node, Scratch, hash_item, hash_raw_item};
 use super::memo::ItemMemo;
