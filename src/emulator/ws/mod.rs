@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::config::WsMode;
 use super::error::ApiError;
@@ -58,8 +58,13 @@ pub(crate) fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Respon
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                // tungstenite zero-fills the free part of its read buffer
+                // before every read: 128 KiB by default, a 16 KiB window
+                // here (larger frames still arrive whole; the buffer grows).
+                let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
                 let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                        .await;
                 conn::run(shared, socket).await;
             }
             Err(e) => tracing::debug!(error = %e, "emulator upgrade failed"),
