@@ -37,15 +37,14 @@ pub(crate) fn context_hash(normal: &Normal) -> u64 {
     xxh3_64(normal.array_text().as_bytes())
 }
 
-/// Runs the script over `context` (`normal`: its normal form); `new_id`
+/// Runs the script over `context`, whose [`context_hash`] is `h`; `new_id`
 /// mints unique item ids.
 pub(crate) fn generate(
     context: &[Value],
-    normal: &Normal,
+    h: u64,
     ask: &Ask<'_>,
     mut new_id: impl FnMut(&str) -> String,
 ) -> Generated {
-    let h = context_hash(normal);
     let script = ask.script;
     let mut output = Vec::new();
     let mut reasoning_tokens = 0;
@@ -154,7 +153,7 @@ mod tests {
         };
         let first = generate(
             std::slice::from_ref(&user),
-            &Normal::of(std::slice::from_ref(&user)),
+            context_hash(&Normal::of(std::slice::from_ref(&user))),
             &ask("tools=1,args=50"),
             &mut id,
         );
@@ -165,15 +164,19 @@ mod tests {
         assert!(call["arguments"].as_str().is_some_and(|a| a.len() == 50));
         let again = generate(
             std::slice::from_ref(&user),
-            &Normal::of(std::slice::from_ref(&user)),
+            context_hash(&Normal::of(std::slice::from_ref(&user))),
             &ask("tools=1,args=50"),
             &mut id,
         );
         assert_eq!(again.output[0]["call_id"], call["call_id"]);
         let out = json!({"type":"function_call_output","call_id":call["call_id"],"output":"ok"});
         let context = [user, call.clone(), out];
-        let second =
-            generate(&context, &Normal::of(&context), &ask("tools=1,answer=30,reasoning=1"), &mut id);
+        let second = generate(
+            &context,
+            context_hash(&Normal::of(&context)),
+            &ask("tools=1,answer=30,reasoning=1"),
+            &mut id,
+        );
         assert_eq!(second.output[0]["type"], "reasoning");
         assert!(second.output[0]["encrypted_content"].is_string());
         assert_eq!(second.output[1]["content"][0]["text"].as_str().map(str::len), Some(30));

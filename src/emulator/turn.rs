@@ -127,15 +127,16 @@ fn resolve_parent(
     Ok((Some(id), parent))
 }
 
-/// Input tokens, the cached part, and the tokens rehydrated from storage.
-fn price(shared: &Shared, parent: &Parent, prompt: &Prompt, normal: &Normal) -> (u64, u64, u64) {
+/// Input tokens, the cached part, and the tokens rehydrated from storage
+/// (`normal`: the context in normal form, `hash` its [`model::context_hash`]).
+fn price(shared: &Shared, parent: &Parent, prompt: &Prompt, normal: &Normal, hash: u64) -> (u64, u64, u64) {
     let input_tokens = prompt.tokens + context_tokens(normal.items());
     let (cached, rehydrated) = match parent {
         // The warm state covers the parent only if the settings before it are unchanged.
         Parent::Latest(p) if p.prompt == prompt.hash => (p.tokens, 0),
         // Rehydrated from storage: only the shared prefix cache can help.
-        Parent::Latest(p) | Parent::Stored(p) => (prefix_hit(shared, prompt, normal), p.tokens),
-        Parent::None => (prefix_hit(shared, prompt, normal), 0),
+        Parent::Latest(p) | Parent::Stored(p) => (prefix_hit(shared, prompt, normal, hash), p.tokens),
+        Parent::None => (prefix_hit(shared, prompt, normal, hash), 0),
     };
     (input_tokens, cached, rehydrated)
 }
@@ -163,8 +164,10 @@ pub(crate) fn prepare(
     };
     context.extend(input);
     validate::check_pairing(&context)?;
-    // Normalised once: the model, the price and the prefix cache all read it.
+    // Normalised and hashed once: the model, the price and the prefix cache
+    // all read them.
     let normal = Normal::of(&context);
+    let hash = model::context_hash(&normal);
 
     let generated = if settings.warmup {
         model::Generated { output: Vec::new(), output_tokens: 0, reasoning_tokens: 0 }
@@ -176,10 +179,10 @@ pub(crate) fn prepare(
             encrypted_reasoning: include
                 .is_some_and(|inc| inc.iter().any(|v| v == "reasoning.encrypted_content")),
         };
-        model::generate(&context, &normal, &ask, |p| shared.new_id(p))
+        model::generate(&context, hash, &ask, |p| shared.new_id(p))
     };
     let prompt = Prompt::of(body);
-    let (input_tokens, cached, rehydrated) = price(shared, &parent, &prompt, &normal);
+    let (input_tokens, cached, rehydrated) = price(shared, &parent, &prompt, &normal, hash);
     let usage = events::usage(input_tokens, cached, generated.output_tokens, generated.reasoning_tokens);
     let response_id = shared.new_id("resp");
     let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -244,9 +247,9 @@ impl Prompt {
 
 /// Cached tokens of a request without a parent: the longest remembered
 /// prefix of the prompt, when the context's hash falls within the hit rate.
-fn prefix_hit(shared: &Shared, prompt: &Prompt, normal: &Normal) -> u64 {
+fn prefix_hit(shared: &Shared, prompt: &Prompt, normal: &Normal, hash: u64) -> u64 {
     let rate = shared.config.cost.http_prefix_cache_hit_rate;
-    let bucket = (model::context_hash(normal) % 10_000) as f64 / 10_000.0;
+    let bucket = (hash % 10_000) as f64 / 10_000.0;
     match shared.longest_prefix(prompt.hash, normal.items()) {
         Some(k) if bucket < rate => prompt.tokens + context_tokens(&normal.items()[..k]),
         _ => 0,
