@@ -191,32 +191,79 @@ fn chunks(text: &str, size: usize) -> Vec<&str> {
 /// so the emulator keeps the service's order rather than `Value`'s
 /// alphabetical one.
 pub(crate) fn wire_text(value: &Value) -> String {
-    serde_json::to_string(&Wire(value)).unwrap_or_else(|_| value.to_string())
+    serde_json::to_string(&Wire { value, extra: None }).unwrap_or_else(|_| value.to_string())
 }
 
-struct Wire<'a>(&'a Value);
+/// The text of event `event` numbered `sequence_number`: the same as
+/// [`wire_text`] of the event with that member added, without copying the
+/// event to add it.
+pub(crate) fn event_text(event: &Value, sequence_number: usize) -> String {
+    let extra = Some(("sequence_number", sequence_number as u64));
+    serde_json::to_string(&Wire { value: event, extra }).unwrap_or_else(|_| {
+        let mut copy = event.clone();
+        copy["sequence_number"] = Value::from(sequence_number);
+        copy.to_string()
+    })
+}
+
+/// A value in the service's member order, with `extra` merged into the
+/// top-level object at the place a `Map` would give it.
+struct Wire<'a> {
+    value: &'a Value,
+    extra: Option<(&'static str, u64)>,
+}
+
+impl<'a> Wire<'a> {
+    fn inner(value: &'a Value) -> Self {
+        Wire { value, extra: None }
+    }
+}
+
+/// The members of an object in the `Map`'s (sorted) order, with `extra`
+/// among them (replacing a member of the same name). A test holds this to
+/// the text of the event with the member inserted.
+fn members<'a>(
+    map: &'a Map<String, Value>,
+    extra: Option<(&'static str, u64)>,
+) -> impl Iterator<Item = (&'a str, Result<&'a Value, u64>)> {
+    let mut extra = extra;
+    let mut rest = map.iter().filter(move |(k, _)| extra.is_none_or(|(e, _)| e != k.as_str())).peekable();
+    std::iter::from_fn(move || {
+        let next = rest.peek().map(|(k, _)| k.as_str());
+        match extra {
+            Some((e, n)) if next.is_none_or(|k| e < k) => {
+                extra = None;
+                Some((e, Err(n)))
+            }
+            _ => rest.next().map(|(k, v)| (k.as_str(), Ok(v))),
+        }
+    })
+}
 
 impl serde::Serialize for Wire<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq};
-        match self.0 {
+        match self.value {
             Value::Object(map) => {
-                let mut m = s.serialize_map(Some(map.len()))?;
+                let mut m = s.serialize_map(Some(map.len() + usize::from(self.extra.is_some())))?;
                 let leading = ["type", "id"];
                 for key in leading {
                     if let Some(v) = map.get(key) {
-                        m.serialize_entry(key, &Wire(v))?;
+                        m.serialize_entry(key, &Wire::inner(v))?;
                     }
                 }
-                for (k, v) in map.iter().filter(|(k, _)| !leading.contains(&k.as_str())) {
-                    m.serialize_entry(k, &Wire(v))?;
+                for (k, v) in members(map, self.extra).filter(|(k, _)| !leading.contains(k)) {
+                    match v {
+                        Ok(v) => m.serialize_entry(k, &Wire::inner(v))?,
+                        Err(n) => m.serialize_entry(k, &n)?,
+                    }
                 }
                 m.end()
             }
             Value::Array(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;
                 for v in items {
-                    seq.serialize_element(&Wire(v))?;
+                    seq.serialize_element(&Wire::inner(v))?;
                 }
                 seq.end()
             }
@@ -255,6 +302,39 @@ mod tests {
                 "response.completed",
             ]
         );
+    }
+
+    /// An event's text with its number merged in is the text of the event
+    /// with the member inserted: for every event of a turn with a message
+    /// and a function call, and for members sorting before and after it.
+    #[test]
+    fn event_text_is_the_wire_text_of_the_numbered_event() {
+        let msg = json!({"id":"msg_1","type":"message","status":"completed","role":"assistant",
+            "content":[{"type":"output_text","text":"abcdefghij","annotations":[],"logprobs":[]}]});
+        let call = json!({"id":"fc_1","type":"function_call","status":"completed","call_id":"call_1",
+            "name":"exec","arguments":"{\"cmd\":\"ls\"}"});
+        let body = Map::new();
+        let start = response_object("resp_1", 7, "in_progress", &body, vec![], Value::Null);
+        let done = response_object("resp_1", 7, "completed", &body, vec![msg, call], usage(5, 2, 9, 0));
+        let events = sequence(&start, &done, 3);
+        assert!(events.len() > 10);
+        for (n, event) in events.iter().enumerate() {
+            let mut numbered = event.json.clone();
+            numbered["sequence_number"] = Value::from(n);
+            assert_eq!(event_text(&event.json, n), wire_text(&numbered), "event {n}");
+        }
+        // Members on both sides of it, and one it replaces.
+        for event in [
+            json!({"a": 1, "z": 2}),
+            json!({"z": 2}),
+            json!({"a": 1}),
+            json!({}),
+            json!({"type": "t", "sequence_number": 1, "zz": [1]}),
+        ] {
+            let mut numbered = event.clone();
+            numbered["sequence_number"] = Value::from(42);
+            assert_eq!(event_text(&event, 42), wire_text(&numbered), "{event}");
+        }
     }
 
     #[test]

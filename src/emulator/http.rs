@@ -89,22 +89,22 @@ fn reply_sse(shared: Arc<Shared>, turn: Turn) -> Response<Body> {
         for step in steps {
             pause(step.delay).await;
             let frame = match step.action {
-                Action::Event(event) => {
-                    completed |= event["type"] == "response.completed";
+                Action::Event(n) => {
+                    completed |= turn.completes(n);
                     sent += 1;
-                    Ok(sse(&event))
+                    Ok(sse(turn.events[n].json["type"].as_str(), &turn.event_text(n)))
                 }
                 Action::Malformed => {
                     Ok(Bytes::from_static(b"event: response.output_text.delta\ndata: {\"type\": \n\n"))
                 }
                 Action::Failed(event) => {
-                    let _ = tx.send(Ok(Frame::data(sse(&event)))).await;
+                    let _ = tx.send(Ok(Frame::data(sse_value(&event)))).await;
                     break;
                 }
                 Action::Error(e) => {
                     let mut event = e.sse_event();
                     event["sequence_number"] = Value::from(sent);
-                    let _ = tx.send(Ok(Frame::data(sse(&event)))).await;
+                    let _ = tx.send(Ok(Frame::data(sse_value(&event)))).await;
                     break;
                 }
                 Action::Drop | Action::Close(_) => Err(std::io::Error::other("emulated drop")),
@@ -129,9 +129,13 @@ fn reply_sse(shared: Arc<Shared>, turn: Turn) -> Response<Body> {
     response
 }
 
-fn sse(event: &Value) -> Bytes {
-    let kind = event.get("type").and_then(Value::as_str).unwrap_or("message");
-    Bytes::from(format!("event: {kind}\ndata: {}\n\n", events::wire_text(event)))
+/// An SSE event of type `kind` (`message` when it has none) whose data is `text`.
+fn sse(kind: Option<&str>, text: &str) -> Bytes {
+    Bytes::from(format!("event: {}\ndata: {text}\n\n", kind.unwrap_or("message")))
+}
+
+fn sse_value(event: &Value) -> Bytes {
+    sse(event.get("type").and_then(Value::as_str), &events::wire_text(event))
 }
 
 fn fail(shared: &Shared, error: &ApiError) -> Response<Body> {

@@ -18,8 +18,9 @@ pub(crate) struct Step {
 
 /// One step of a response on the wire.
 pub(crate) enum Action {
-    /// An event, with its `sequence_number`.
-    Event(Value),
+    /// The turn's event with this index, which is also its `sequence_number`
+    /// ([`Turn::event_text`]).
+    Event(usize),
     /// A frame that is not JSON.
     Malformed,
     /// An error in place of the next event; the turn ends failed.
@@ -61,9 +62,7 @@ impl Turn {
             if f.malformed_at == Some(n32) {
                 steps.push(Step { delay: Duration::ZERO, action: Action::Malformed });
             }
-            let mut json = event.json.clone();
-            json["sequence_number"] = Value::from(n);
-            steps.push(Step { delay, action: Action::Event(json) });
+            steps.push(Step { delay, action: Action::Event(n) });
         }
         if let Some((code, _)) = f.close {
             steps.push(Step { delay: Duration::ZERO, action: Action::Close(code) });
@@ -71,6 +70,16 @@ impl Turn {
             steps.push(Step { delay: Duration::ZERO, action: Action::Drop });
         }
         steps
+    }
+
+    /// The text of event `n`, numbered `n`.
+    pub fn event_text(&self, n: usize) -> String {
+        super::events::event_text(&self.events[n].json, n)
+    }
+
+    /// Whether event `n` is `response.completed`.
+    pub fn completes(&self, n: usize) -> bool {
+        self.events[n].json["type"] == "response.completed"
     }
 
     fn failed_event(&self, sequence_number: usize) -> Value {

@@ -155,7 +155,7 @@ pub(crate) fn prepare(
     let input = validate::input_items(body)?;
     let (parent_id, parent) = resolve_parent(shared, body, latest)?;
     validate::check_reasoning(&input, settings.store)?;
-    let input_bytes: usize = input.iter().map(|i| i.to_string().len()).sum();
+    let input_bytes: usize = input.iter().map(text_len).sum();
     let (mut context, validated) = match &parent {
         // Warm state was validated when it was built: only the new items are checked again.
         Parent::Latest(p) => (p.context.clone(), input.len()),
@@ -223,6 +223,25 @@ pub(crate) fn prepare(
     })
 }
 
+/// The length of `value`'s compact text, counted as it is written, not kept.
+fn text_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => value.to_string().len(),
+    }
+}
+
 /// Tokens of the items whose normal forms are `items`.
 fn context_tokens(items: &[String]) -> u64 {
     items.iter().map(|i| tokens(i.len())).sum()
@@ -284,5 +303,19 @@ impl Turn {
             s.output_tokens += usage["output_tokens"].as_u64().unwrap_or(0);
         });
         held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The counted length is the length of the compact text.
+    #[test]
+    fn text_len_counts_the_compact_text() {
+        for v in [json!(null), json!("é\n\"x\""), json!({"a": [1, 2.5, {"b": "c"}], "d": true}), json!([])] {
+            assert_eq!(text_len(&v), v.to_string().len(), "{v}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::super::cost::pause;
 use super::super::error::ApiError;
@@ -25,8 +25,8 @@ use super::super::turn;
 
 /// What the reader hands the worker.
 enum Inbound {
-    /// A text frame and its size.
-    Text(String),
+    /// A text frame.
+    Text(Utf8Bytes),
     /// A binary frame (not part of the protocol).
     Binary(usize),
 }
@@ -61,7 +61,7 @@ where
                 _ = &mut deaf_rx => std::future::pending::<()>().await,
                 msg = stream.next() => {
                     let inbound = match msg {
-                        Some(Ok(Message::Text(text))) => Inbound::Text(text.to_string()),
+                        Some(Ok(Message::Text(text))) => Inbound::Text(text),
                         Some(Ok(Message::Binary(bytes))) => Inbound::Binary(bytes.len()),
                         Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                         Some(Ok(_)) => continue,
@@ -125,12 +125,6 @@ where
 {
     async fn send_json(&mut self, value: &Value) -> Result<(), WsError> {
         self.sink.send(Message::text(events::wire_text(value))).await
-    }
-
-    /// Queues a frame without writing it: frames ready at the same instant
-    /// leave in one write, as a server's buffered writer would send them.
-    async fn queue_json(&mut self, value: &Value) -> Result<(), WsError> {
-        self.sink.feed(Message::text(events::wire_text(value))).await
     }
 
     async fn close(&mut self, code: u16, reason: &str) -> Result<(), WsError> {
@@ -237,10 +231,13 @@ where
                 }
                 pause(step.delay).await;
             }
+            // An event is queued, not written: events ready at the same
+            // instant leave in one write, as a server's buffered writer
+            // would send them.
             let sent = match step.action {
-                Action::Event(event) => {
-                    completed |= event["type"] == "response.completed";
-                    self.queue_json(&event).await
+                Action::Event(n) => {
+                    completed |= turn.completes(n);
+                    self.sink.feed(Message::text(turn.event_text(n))).await
                 }
                 Action::Malformed => {
                     self.sink.feed(Message::text("{\"type\": \"response.output_text.delta\", ")).await
