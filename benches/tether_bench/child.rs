@@ -216,6 +216,16 @@ pub fn usage(pid: u32) -> Usage {
     if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
         pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
     }
+    usage_of(pids)
+}
+
+/// [`Usage`] of this process alone (the load generator and the emulator),
+/// not of the children it started.
+pub fn own_usage() -> Usage {
+    usage_of(vec![std::process::id()])
+}
+
+fn usage_of(pids: Vec<u32>) -> Usage {
     let hz = clock_ticks_per_second();
     let mut u = Usage::default();
     for p in pids {

@@ -50,6 +50,9 @@ enum Scenario {
     Throughput {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// Load one side only (to profile it); the share is then not computed.
+        #[arg(long, value_enum, default_value_t = latency::Side::Both)]
+        side: latency::Side,
     },
     /// N concurrent streaming conversations through a tether child process.
     Concurrency {
@@ -102,7 +105,9 @@ async fn run(s: &Scenario, quick: bool) -> anyhow::Result<serde_json::Value> {
     Ok(match s {
         Scenario::Overhead { requests } => latency::overhead(if quick { 100 } else { *requests }).await?,
         Scenario::Stream { turns } => latency::stream(if quick { 5 } else { *turns }).await?,
-        Scenario::Throughput { seconds } => latency::throughput(if quick { 0.1 } else { *seconds }).await?,
+        Scenario::Throughput { seconds, side } => {
+            latency::throughput(if quick { 0.1 } else { *seconds }, *side).await?
+        }
         Scenario::Concurrency { conversations, turns } => {
             memory::concurrency(if quick { 20 } else { *conversations }, *turns).await?
         }
@@ -164,7 +169,7 @@ async fn scenarios(cli: Cli) -> anyhow::Result<()> {
     let all = [
         ("overhead", Scenario::Overhead { requests: 5000 }),
         ("stream", Scenario::Stream { turns: 1000 }),
-        ("throughput", Scenario::Throughput { seconds: 2.0 }),
+        ("throughput", Scenario::Throughput { seconds: 2.0, side: latency::Side::Both }),
         ("concurrency", Scenario::Concurrency { conversations: 1000, turns: 3 }),
         ("loop", Scenario::Loop { tool_calls: 29 }),
         ("large", Scenario::Large { bytes: 1_000_000, samples: 30 }),
