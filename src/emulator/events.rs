@@ -245,7 +245,8 @@ impl serde::Serialize for Wire<'_> {
         use serde::ser::{SerializeMap, SerializeSeq};
         match self.value {
             Value::Object(map) => {
-                let mut m = s.serialize_map(Some(map.len() + usize::from(self.extra.is_some())))?;
+                let added = self.extra.is_some_and(|(e, _)| !map.contains_key(e));
+                let mut m = s.serialize_map(Some(map.len() + usize::from(added)))?;
                 let leading = ["type", "id"];
                 for key in leading {
                     if let Some(v) = map.get(key) {
