@@ -277,3 +277,29 @@ async fn reasoning_is_encrypted_only_when_asked() -> Result<()> {
     );
     Ok(())
 }
+
+/// The socket is read while a response plays: a ping sent mid-turn is
+/// answered before the turn ends, and the turn still completes.
+#[tokio::test]
+async fn pings_are_answered_while_a_response_plays() -> Result<()> {
+    let (addr, _handle) = start_default().await?;
+    let mut ws = connect(addr).await?;
+    let mut body = create(json!([user("slowly")]), false);
+    body["metadata"]["emulator_fault"] = json!("slow=50");
+    send_create(&mut ws, &body).await?;
+    ws.send(Message::Ping(b"mid".to_vec().into())).await?;
+    let (mut pong_at, mut kinds) = (None, Vec::new());
+    while kinds.last().map(String::as_str) != Some("response.completed") {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await? {
+            Some(Ok(Message::Pong(p))) if p.as_ref() == b"mid" => pong_at = Some(kinds.len()),
+            Some(Ok(Message::Text(text))) => {
+                let event: serde_json::Value = serde_json::from_str(&text)?;
+                kinds.push(event["type"].as_str().unwrap_or_default().to_owned());
+            }
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    let pong_at = pong_at.ok_or_else(|| anyhow::anyhow!("no pong during the turn"))?;
+    assert!(pong_at < kinds.len() - 1, "pong after {pong_at} of {} events", kinds.len());
+    Ok(())
+}

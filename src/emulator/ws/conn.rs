@@ -5,12 +5,12 @@
 //! Generic over any `Sink + Stream` of messages, so it runs on an upgraded
 //! socket or on anything else that speaks tungstenite messages.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,7 +23,7 @@ use super::super::state::{Held, Shared, Transport};
 use super::super::steps::Action;
 use super::super::turn;
 
-/// What the reader hands the worker.
+/// A data frame read from the socket.
 enum Inbound {
     /// A text frame.
     Text(Utf8Bytes),
@@ -31,7 +31,7 @@ enum Inbound {
     Binary(usize),
 }
 
-/// What the worker does after a frame.
+/// What the connection does after a frame.
 enum Flow {
     Continue,
     /// Close the connection (a close frame may already be sent).
@@ -47,32 +47,35 @@ struct Connection<W> {
     latest: Option<Arc<Held>>,
 }
 
-/// Runs a connection to its end.
+/// What a read from the socket brings.
+enum Read {
+    Frame(Inbound),
+    /// A control frame (tungstenite answers pings itself).
+    Nothing,
+    /// The peer closed, or the socket failed.
+    End,
+}
+
+fn read(msg: Option<Result<Message, WsError>>) -> Read {
+    match msg {
+        Some(Ok(Message::Text(text))) => Read::Frame(Inbound::Text(text)),
+        Some(Ok(Message::Binary(bytes))) => Read::Frame(Inbound::Binary(bytes.len())),
+        Some(Ok(Message::Close(_)) | Err(_)) | None => Read::End,
+        Some(Ok(_)) => Read::Nothing,
+    }
+}
+
+/// Runs a connection to its end. One task reads and plays: frames that
+/// arrive while a response plays are read at once (so pings are answered
+/// and a close is seen) and wait their turn in order.
 pub(crate) async fn run<T>(shared: Arc<Shared>, socket: T)
 where
     T: Sink<Message, Error = WsError> + Stream<Item = Result<Message, WsError>> + Send + 'static,
 {
     let (sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (deaf_tx, mut deaf_rx) = oneshot::channel::<()>();
-    let reader = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = &mut deaf_rx => std::future::pending::<()>().await,
-                msg = stream.next() => {
-                    let inbound = match msg {
-                        Some(Ok(Message::Text(text))) => Inbound::Text(text),
-                        Some(Ok(Message::Binary(bytes))) => Inbound::Binary(bytes.len()),
-                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                        Some(Ok(_)) => continue,
-                    };
-                    if tx.send(inbound).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    let mut waiting: VecDeque<Inbound> = VecDeque::new();
+    // Whether the peer may still send (no close, no failure read yet).
+    let mut open = true;
     let mut shutdown = shared.shutdown.subscribe();
     let ping_every = shared.config.ping_interval;
     let max_age = shared.config.max_connection_age;
@@ -80,43 +83,60 @@ where
     let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
     ping.tick().await;
     let flow = loop {
-        tokio::select! {
-            _ = shutdown.changed() => {
-                let _ = conn.close(1001, "emulator shutting down").await;
-                break Flow::Stop;
-            }
-            _ = ping.tick(), if ping_every.is_some() => {
-                if conn.sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+        let inbound = match waiting.pop_front() {
+            Some(inbound) => inbound,
+            None if !open => break Flow::Stop,
+            None => tokio::select! {
+                _ = shutdown.changed() => {
+                    let _ = conn.close(1001, "emulator shutting down").await;
                     break Flow::Stop;
                 }
-            }
-            inbound = rx.recv() => {
-                let Some(inbound) = inbound else { break Flow::Stop };
-                // A running turn is cut short by shutdown.
-                let flow = tokio::select! {
-                    flow = conn.handle(inbound) => Some(flow),
-                    _ = shutdown.changed() => None,
-                };
-                match flow {
-                    Some(Flow::Continue) => {}
-                    Some(other) => break other,
-                    None => {
-                        let _ = conn.close(1001, "emulator shutting down").await;
+                _ = ping.tick(), if ping_every.is_some() => {
+                    if conn.sink.send(Message::Ping(Vec::new().into())).await.is_err() {
                         break Flow::Stop;
                     }
+                    continue;
                 }
+                msg = stream.next() => match read(msg) {
+                    Read::Frame(inbound) => inbound,
+                    Read::Nothing => continue,
+                    Read::End => break Flow::Stop,
+                },
+            },
+        };
+        // A running turn is cut short by shutdown; the socket is read meanwhile.
+        let flow = {
+            let turn = conn.handle(inbound);
+            tokio::pin!(turn);
+            loop {
+                tokio::select! {
+                    flow = &mut turn => break Some(flow),
+                    _ = shutdown.changed() => break None,
+                    msg = stream.next(), if open => match read(msg) {
+                        Read::Frame(inbound) => waiting.push_back(inbound),
+                        Read::Nothing => {}
+                        Read::End => open = false,
+                    },
+                }
+            }
+        };
+        match flow {
+            Some(Flow::Continue) => {}
+            Some(other) => break other,
+            None => {
+                let _ = conn.close(1001, "emulator shutting down").await;
+                break Flow::Stop;
             }
         }
     };
     if let Flow::Deaf = flow {
-        let _ = deaf_tx.send(());
+        // Silent: nothing read (no pongs), nothing written, until the age limit.
         let deadline = conn.started + max_age;
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
-    reader.abort();
 }
 
 impl<W> Connection<W>
