@@ -221,3 +221,26 @@ async fn a_new_conversation_starts_on_the_spare_socket() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// A request sent again (a retry, a regenerate) is a fresh turn whose
+/// response supersedes the first one's (the same conversation, the same
+/// tip): the socket that held the superseded response holds nothing any
+/// session continues from, and the next such turn reuses it instead of
+/// opening yet another upstream connection.
+#[tokio::test]
+async fn resent_turns_reuse_the_sockets_they_superseded() {
+    let (emu, t) = common::emulator_and_tether(tether::emulator::EmulatorConfig::default(), |_| {}).await;
+    let mut c = common::Conversation::new(&t.base(), "sk-resend", false);
+    c.script = "tools=0".into();
+    for i in 0..5 {
+        let reply = c.send().await;
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.route.as_deref(), Some("fresh"), "send {i}");
+    }
+    // The first send opened one socket, the second another (the first still
+    // held a live session); from then on each send takes the socket the one
+    // before it superseded.
+    assert_eq!(emu.stats().ws_connections, 2);
+    assert_eq!(common::metric(t.addr, "tether_upstream_sockets_open").await, 2.0);
+    assert_eq!(emu.stats().errors, 0);
+}

@@ -310,3 +310,48 @@ fn reason_labels_are_stable_unique_snake_case() {
     assert!(all[3].to_string().contains("item 3"));
     assert!(all[3].to_string().contains("function_call_output"));
 }
+
+fn orphans(st: &mut SessionStore) -> Vec<(SocketId, String)> {
+    st.take_orphans().map(|(s, r)| (s, r.into())).collect()
+}
+
+/// The store tells which sockets hold a response that no session continues
+/// from any more (the pool then reuses them first for fresh turns): the
+/// socket of a session superseded by the same conversation elsewhere, of an
+/// evicted, expired or capacity-dropped one; never the socket a session
+/// advanced on, nor the one a commit just used.
+#[test]
+fn retired_sessions_leave_their_sockets_orphaned() {
+    let (mut st, mut sk, t0) = (store(), Sockets::default(), Instant::now());
+    let h = first_turn(&mut st, &mut sk, t0);
+    assert!(orphans(&mut st).is_empty());
+    // The same turn again, fresh on socket 2 (a retry): the session on socket 1 is superseded.
+    st.commit(None, &fp(&h), "resp_2", 2, t0);
+    assert_eq!(orphans(&mut st), vec![(1, "resp_1".to_owned())]);
+    assert!(orphans(&mut st).is_empty(), "taken once");
+    // It continues on socket 2: nothing is orphaned.
+    let id = st.snapshot(t0)[0].id;
+    let h2 = [h, vec![user("u2"), answer("a2")]].concat();
+    st.commit(Some(id), &fp(&h2), "resp_3", 2, t0);
+    assert!(orphans(&mut st).is_empty());
+    // Another conversation's fresh turn on socket 2 supersedes it there: the
+    // socket holds the new response, so it is no orphan.
+    st.commit(None, &fp(&[user("x"), answer("y")]), "resp_x", 2, t0);
+    assert!(orphans(&mut st).is_empty());
+    // Evicted after a failure.
+    let id = st.snapshot(t0)[0].id;
+    st.evict(id);
+    assert_eq!(orphans(&mut st), vec![(2, "resp_x".to_owned())]);
+    // Expired (found by the sweep of a later plan).
+    st.commit(None, &fp(&[user("z"), answer("w")]), "resp_z", 3, t0);
+    let later = t0 + SessionLimits::default().ttl + Duration::from_secs(1);
+    sk.idle(3, "resp_z");
+    st.plan(&fp(&[user("q")]), later, &sk);
+    assert_eq!(orphans(&mut st), vec![(3, "resp_z".to_owned())]);
+    // Pushed out by capacity.
+    let limits = SessionLimits { max: 1, ttl: Duration::from_secs(60) };
+    let mut st = SessionStore::new(limits);
+    st.commit(None, &fp(&[user("c0"), answer("a")]), "resp_c0", 4, t0);
+    st.commit(None, &fp(&[user("c1"), answer("a")]), "resp_c1", 5, t0);
+    assert_eq!(orphans(&mut st), vec![(4, "resp_c0".to_owned())]);
+}

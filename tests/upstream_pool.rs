@@ -458,3 +458,35 @@ async fn a_checkout_cancelled_mid_handshake_gives_its_slot_back() -> anyhow::Res
     hold.abort();
     Ok(())
 }
+
+/// A socket whose session the store retired (`orphan`) is taken for a fresh
+/// turn before a new socket is opened, as one with an empty cache is; a
+/// socket that holds another response than the one named keeps its place.
+#[tokio::test]
+async fn an_orphaned_socket_is_reused_before_a_new_one_is_opened() -> anyhow::Result<()> {
+    let (pool, ids) = pool_with_warm_sockets(|s| s.per_tenant = 8, 0xC, [0, 1, 2]).await?;
+    let latest = |id| match pool.status(id) {
+        SocketSnapshot::Idle { latest_response_id: Some(r), .. } => r,
+        other => panic!("socket {id}: {other:?}"),
+    };
+    let opened = pool.stats().opened_total;
+    pool.orphan(ids[1], &latest(ids[1]));
+    pool.orphan(ids[2], "resp_not_its_latest");
+    let reused = pool.checkout(0xC, &creds("ka"), None).await?;
+    assert_eq!(reused.id(), ids[1], "the orphaned socket is taken");
+    assert_eq!(pool.stats().opened_total, opened, "no socket opened");
+    // It still says which response it holds (a client chaining by itself may ask).
+    drop(reused);
+    assert!(
+        eventually(|| matches!(
+            pool.status(ids[1]),
+            SocketSnapshot::Idle { latest_response_id: Some(_), .. }
+        ))
+        .await
+    );
+    let reused = pool.checkout(0xC, &creds("ka"), None).await?;
+    assert_eq!(reused.id(), ids[1], "still as good as cold until it serves a turn");
+    let new = pool.checkout(0xC, &creds("ka"), None).await?;
+    assert!(!ids.contains(&new.id()), "the warm sockets are kept: a new one is opened");
+    Ok(())
+}

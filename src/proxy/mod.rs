@@ -113,9 +113,40 @@ impl Managed {
     }
 
     /// The store, locked (a poisoned lock is still usable: the store has no
-    /// invariants a panic between statements could break).
-    pub fn store(&self) -> std::sync::MutexGuard<'_, SessionStore> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    /// invariants a panic between statements could break). When the guard
+    /// goes, the pool learns which sockets the store's changes left holding
+    /// a response no session continues from.
+    pub fn store(&self) -> StoreGuard<'_> {
+        StoreGuard { store: self.sessions.lock().unwrap_or_else(|p| p.into_inner()), pool: &self.pool }
+    }
+}
+
+/// The locked session store (see [`Managed::store`]).
+pub struct StoreGuard<'a> {
+    store: std::sync::MutexGuard<'a, SessionStore>,
+    pool: &'a UpstreamPool,
+}
+
+impl std::ops::Deref for StoreGuard<'_> {
+    type Target = SessionStore;
+    fn deref(&self) -> &SessionStore {
+        &self.store
+    }
+}
+
+impl std::ops::DerefMut for StoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SessionStore {
+        &mut self.store
+    }
+}
+
+impl Drop for StoreGuard<'_> {
+    fn drop(&mut self) {
+        if self.store.has_orphans() {
+            for (socket, response_id) in self.store.take_orphans() {
+                self.pool.orphan(socket, &response_id);
+            }
+        }
     }
 }
 

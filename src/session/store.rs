@@ -15,6 +15,9 @@ use super::tenant::TenantId;
 /// Recent sessions per tenant considered when explaining a miss.
 pub(super) const TENANT_RECENT: usize = 16;
 
+/// Orphaned sockets noted and not yet taken, at most.
+const MAX_ORPHANS: usize = 1024;
+
 /// Bounds of the store (config `sessions.max`, `sessions.ttl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLimits {
@@ -39,6 +42,10 @@ pub struct SessionStore {
     pub(super) by_socket: HashMap<SocketId, SessionId>,
     pub(super) by_tenant: HashMap<TenantId, VecDeque<SessionId>>,
     pub(super) tombs: Tombstones,
+    /// Sockets whose latest response no live session continues any more
+    /// (its session was retired or evicted), with that response's id:
+    /// until the caller takes them ([`SessionStore::take_orphans`]).
+    orphans: Vec<(SocketId, Box<str>)>,
 }
 
 impl SessionStore {
@@ -53,6 +60,7 @@ impl SessionStore {
             by_socket: HashMap::new(),
             by_tenant: HashMap::new(),
             tombs: Tombstones::default(),
+            orphans: Vec::new(),
         }
     }
 
@@ -135,11 +143,13 @@ impl SessionStore {
                 self.retire(other, FreshReason::ParentNotLatest);
             }
         }
+        // The socket now holds this response: it is no orphan.
+        self.orphans.retain(|(s, _)| *s != socket);
         let diag = diag_of(fp);
         if let Some(id) = advancing
             && let Some(s) = self.sessions.get_mut(&id)
         {
-            let (old_tip, old_socket) = (s.tip, s.socket);
+            let (old_tip, old_socket, old_response) = (s.tip, s.socket, std::mem::take(&mut s.response_id));
             s.tip = tip;
             s.content_tip = fp.content_at(fp.len());
             s.items = fp.len();
@@ -155,6 +165,7 @@ impl SessionStore {
             }
             if old_socket != socket && self.by_socket.get(&old_socket) == Some(&id) {
                 self.by_socket.remove(&old_socket);
+                self.orphan(old_socket, old_response);
             }
             self.tips.insert(tip, id);
             self.by_socket.insert(socket, id);
@@ -181,8 +192,8 @@ impl SessionStore {
             diag,
         };
         if let Some((old_id, old)) = self.sessions.push(id, s) {
-            self.unindex(old_id, &old);
             self.tombs.insert(old.tip, FreshReason::CapacityEvicted);
+            self.unindex(old_id, old);
         }
         self.tips.insert(tip, id);
         self.by_socket.insert(socket, id);
@@ -253,18 +264,43 @@ impl SessionStore {
     /// Drops a session, remembering why in a tombstone.
     pub(super) fn retire(&mut self, id: SessionId, reason: FreshReason) {
         if let Some(s) = self.sessions.pop(&id) {
-            self.unindex(id, &s);
             self.tombs.insert(s.tip, reason);
+            self.unindex(id, s);
         }
     }
 
-    fn unindex(&mut self, id: SessionId, s: &Session) {
+    fn unindex(&mut self, id: SessionId, s: Session) {
         if self.tips.get(&s.tip) == Some(&id) {
             self.tips.remove(&s.tip);
         }
         if self.by_socket.get(&s.socket) == Some(&id) {
             self.by_socket.remove(&s.socket);
+            self.orphan(s.socket, s.response_id);
         }
+    }
+
+    /// Notes that `socket`'s latest response (`response_id`) lost its
+    /// session. Bounded: past [`MAX_ORPHANS`] untaken, the note is dropped
+    /// (a missed reuse, nothing worse).
+    fn orphan(&mut self, socket: SocketId, response_id: Box<str>) {
+        if self.orphans.len() < MAX_ORPHANS {
+            self.orphans.push((socket, response_id));
+        }
+    }
+
+    /// The sockets whose latest response, as far as the store knew, no
+    /// session continues any more since the last call (each with that
+    /// response's id; the socket may have served another turn since, so
+    /// the id is what to check). The pool reuses such a socket for a
+    /// fresh turn before it opens a new one or takes one that a live
+    /// session still needs.
+    pub fn take_orphans(&mut self) -> impl Iterator<Item = (SocketId, Box<str>)> + '_ {
+        self.orphans.drain(..)
+    }
+
+    /// Whether [`SessionStore::take_orphans`] has anything to give.
+    pub fn has_orphans(&self) -> bool {
+        !self.orphans.is_empty()
     }
 
     /// Retires sessions idle longer than the TTL (they sit at the LRU end).

@@ -241,7 +241,7 @@ impl PoolState {
             let tenant = e.handle.shared.tenant;
             let (spent, idle) = {
                 let s = e.handle.shared.lock();
-                (spent(e, &s, now, max_age), (!s.busy()).then(|| (s.latest.is_none(), s.idle_since)))
+                (spent(e, &s, now, max_age), (!s.busy()).then(|| (!s.holds_session(), s.idle_since)))
             };
             if spent {
                 self.remove(id);
@@ -527,6 +527,29 @@ impl UpstreamPool {
             .collect()
     }
 
+    /// The session store retired the session whose latest response,
+    /// `response_id`, socket `id` holds: nothing continues from it, so a
+    /// fresh turn may take the socket as it takes one with an empty cache,
+    /// before opening a new socket or wiping a live session's. Nothing
+    /// changes if the socket has served another response since (or died).
+    pub fn orphan(&self, id: SocketId, response_id: &str) {
+        let mut st = self.lock();
+        let Some(e) = st.sockets.get(&id) else { return };
+        let (tenant, since) = {
+            let mut s = e.handle.shared.lock();
+            if s.dead.is_some() || s.orphaned || s.latest.as_deref() != Some(response_id) {
+                return;
+            }
+            s.orphaned = true;
+            // A busy socket is queued when it is freed, as cold then.
+            if s.busy() {
+                return;
+            }
+            (e.handle.shared.tenant, s.idle_since)
+        };
+        st.queues(true).entry(tenant).or_default().push_back((id, since));
+    }
+
     /// The state of one of `tenant`'s sockets (`Gone` if it is not one).
     pub fn socket_snapshot(&self, tenant: u128, id: SocketId) -> SocketSnapshot {
         let st = self.lock();
@@ -597,7 +620,7 @@ fn evict_other_idle(st: &mut PoolState, tenant: u128) -> bool {
         .filter_map(|(id, e)| {
             let s = e.handle.shared.lock();
             let idle = e.handle.shared.tenant != tenant && !s.busy();
-            idle.then(|| ((s.latest.is_some(), s.idle_since), *id))
+            idle.then(|| ((s.holds_session(), s.idle_since), *id))
         })
         .min()
         .map(|(_, id)| id);

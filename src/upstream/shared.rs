@@ -46,6 +46,10 @@ pub(crate) struct State {
     pub dead: Option<UpstreamError>,
     /// The latest completed response on this connection (its cache).
     pub latest: Option<String>,
+    /// No live session continues from `latest` any more (the session store
+    /// retired it): the socket is as good as cold for a fresh turn, though
+    /// a client chaining by itself may still find its response here.
+    pub orphaned: bool,
     /// When the socket last became free (released, or its turn ended).
     pub idle_since: Option<std::time::Instant>,
     /// When the first frame of the latest ended turn arrived (its time to
@@ -57,6 +61,12 @@ impl State {
     /// Leased, or still receiving (or draining) a response.
     pub fn busy(&self) -> bool {
         self.leased || self.pending > 0
+    }
+
+    /// Holds a response some live session may continue from: a fresh turn
+    /// takes such a socket last.
+    pub fn holds_session(&self) -> bool {
+        self.latest.is_some() && !self.orphaned
     }
 }
 
@@ -134,6 +144,7 @@ impl Shared {
             let mut s = self.lock();
             s.pending = s.pending.saturating_sub(1);
             s.latest = latest;
+            s.orphaned = false;
             s.first_frame = first_frame;
             s.idle_since = Some(std::time::Instant::now());
             !s.busy() && s.dead.is_none()
@@ -146,6 +157,7 @@ impl Shared {
             let mut s = self.lock();
             s.pending = 0;
             s.latest = None;
+            s.orphaned = false;
             let first = s.dead.is_none();
             s.dead.get_or_insert(why);
             first
