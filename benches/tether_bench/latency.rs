@@ -93,6 +93,10 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
         }
     }
     let mut out = json!({"requests": requests, "body_bytes": body.len()});
+    // Upstream sockets tether opened for these identical (so fresh) turns:
+    // each supersedes the one before, whose socket it can then reuse.
+    let opened = tether.metrics(&c).await?.get("tether_upstream_sockets_opened");
+    out["tether_sockets_opened"] = json!(opened);
     for ((name, pid), before) in pids.iter().zip(before) {
         let (cpu, switches) = crate::child::usage(*pid).per(before, requests);
         out[format!("{name}_cpu_us_per_request")] = json!(cpu.round());
