@@ -152,9 +152,10 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let tap = crate::events::Tap::start(tether.socket_addr()?).await?;
     let [direct, via] = [format!("{upstream}/responses"), tether.responses_url()];
     // Every turn here is a new conversation to tether (the same request
-    // again, without the last answer): it opens a socket for each, in the
-    // background thanks to its spare, until `pool.per_tenant` (64). Warm up
-    // past that, so measured turns meet the pool at rest.
+    // again, without the last answer), which supersedes the one before: it
+    // reuses that one's socket once its spare is taken (until 9152ce7 it
+    // opened sockets up to `pool.per_tenant`, 64). Warm up so measured
+    // turns meet the pool at rest.
     for _ in 0..warm {
         stream_once(&c, &direct, unpaced.clone()).await?;
         stream_once(&c, &via, unpaced.clone()).await?;

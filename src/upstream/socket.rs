@@ -450,7 +450,14 @@ where
         }
         if let Some(tx) = &*consumer {
             if tx.send(Ok(text)).await.is_ok() {
-                *delivered = true;
+                if !*delivered {
+                    *delivered = true;
+                    // The consumer's first frame is its client's first
+                    // event: let it go out before this task reads the rest
+                    // of the burst (which it would otherwise pass on whole,
+                    // up to the channel's 256 frames, first).
+                    tokio::task::yield_now().await;
+                }
             } else {
                 *consumer = None;
                 *drain_by = Some(Instant::now() + self.timers.drain_timeout);

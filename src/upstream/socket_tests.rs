@@ -398,3 +398,27 @@ async fn stalled_turn_pings_then_times_out_after_output() {
     assert!(!UpstreamError::PingTimeout { after_output: true }.retryable_before_output());
     assert_eq!(frames.next().await, None);
 }
+
+/// A streaming consumer gets the turn's first frame before the task reads
+/// on through a burst that has already arrived: the first event goes out to
+/// the client first, and the rest follows, gathered.
+#[tokio::test(start_paused = true)]
+async fn the_first_frame_reaches_the_consumer_before_the_burst_is_read() {
+    let mut r = rig(&settings());
+    let mut lease = Lease::take(&r.handle).expect("idle");
+    let mut frames = lease.send(r#"{"type":"response.create"}"#.into()).await.expect("send");
+    r.server.heard().await;
+    r.server.say(&created("resp_5"));
+    for _ in 0..10 {
+        r.server.say(delta());
+    }
+    r.server.say(&completed("resp_5"));
+    assert_eq!(frames.next().await, Some(Ok(created("resp_5").into())));
+    assert!(frames.ready().is_none(), "the task read on before the consumer had its first frame");
+    let mut rest = 0;
+    while let Some(f) = frames.next().await {
+        f.expect("frame");
+        rest += 1;
+    }
+    assert_eq!(rest, 11);
+}
