@@ -93,15 +93,16 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
         }
     }
     let mut out = json!({"requests": requests, "body_bytes": body.len()});
-    // Upstream sockets tether opened for these identical (so fresh) turns:
-    // each supersedes the one before, whose socket it can then reuse.
-    let opened = tether.metrics(&c).await?.get("tether_upstream_sockets_opened");
-    out["tether_sockets_opened"] = json!(opened);
     for ((name, pid), before) in pids.iter().zip(before) {
         let (cpu, switches) = crate::child::usage(*pid).per(before, requests);
         out[format!("{name}_cpu_us_per_request")] = json!(cpu.round());
         out[format!("{name}_switches_per_request")] = json!(switches);
     }
+    // Upstream sockets tether opened for these identical (so fresh) turns:
+    // each supersedes the one before, whose socket it can then reuse.
+    // (Asked after the CPU was read, so the scrape is not counted in it.)
+    let opened = tether.metrics(&c).await?.get("tether_upstream_sockets_opened");
+    out["tether_sockets_opened"] = json!(opened);
     let mut pct = std::collections::HashMap::new();
     for (name, v) in names.iter().zip(lat.iter_mut()) {
         for q in [50, 99] {
