@@ -142,10 +142,8 @@ impl std::ops::DerefMut for StoreGuard<'_> {
 
 impl Drop for StoreGuard<'_> {
     fn drop(&mut self) {
-        if self.store.has_orphans() {
-            for (socket, response_id) in self.store.take_orphans() {
-                self.pool.orphan(socket, &response_id);
-            }
+        for (socket, response_id) in self.store.take_orphans() {
+            self.pool.orphan(socket, &response_id);
         }
     }
 }

@@ -298,11 +298,6 @@ impl SessionStore {
         self.orphans.drain(..)
     }
 
-    /// Whether [`SessionStore::take_orphans`] has anything to give.
-    pub fn has_orphans(&self) -> bool {
-        !self.orphans.is_empty()
-    }
-
     /// Retires sessions idle longer than the TTL (they sit at the LRU end).
     fn sweep(&mut self, now: Instant) {
         while let Some((&id, s)) = self.sessions.peek_lru() {

@@ -248,16 +248,23 @@ impl PoolState {
                 continue;
             }
             let Some((cold, since)) = idle else { continue };
-            let limit = 2 * self.counts.get(&tenant).copied().unwrap_or(0) + 8;
-            let q = self.queues(cold).entry(tenant).or_default();
-            q.push_back((id, since));
-            if q.len() > limit {
-                let mut q = std::mem::take(q);
-                q.retain(|f| self.still_idle(*f, now, max_age));
-                self.queues(cold).insert(tenant, q);
-            }
+            self.enqueue(cold, tenant, (id, since), now, max_age);
         }
         self.absorbing = ids;
+    }
+
+    /// Queues an idle socket at the back of its tenant's cold or warm queue;
+    /// a queue grown well past the tenant's socket count is compacted to its
+    /// live entries.
+    fn enqueue(&mut self, cold: bool, tenant: u128, f: Freeing, now: Instant, max_age: Duration) {
+        let limit = 2 * self.counts.get(&tenant).copied().unwrap_or(0) + 8;
+        let q = self.queues(cold).entry(tenant).or_default();
+        q.push_back(f);
+        if q.len() > limit {
+            let mut q = std::mem::take(q);
+            q.retain(|f| self.still_idle(*f, now, max_age));
+            self.queues(cold).insert(tenant, q);
+        }
     }
 
     /// Leases the tenant's socket idle the longest from its cold or warm
@@ -547,7 +554,7 @@ impl UpstreamPool {
             }
             (e.handle.shared.tenant, s.idle_since)
         };
-        st.queues(true).entry(tenant).or_default().push_back((id, since));
+        st.enqueue(true, tenant, (id, since), Instant::now(), self.inner.settings.max_age);
     }
 
     /// The state of one of `tenant`'s sockets (`Gone` if it is not one).
