@@ -65,6 +65,7 @@ fn every_bad_field_is_named_at_once() {
 listen = "nowhere"
 max_body_bytes = 0
 shutdown_grace = "soon"
+keepalive_timeout = "0s"
 colour = "blue"
 [upstream]
 base_url = "ftp://x"
@@ -91,6 +92,7 @@ level = "info"
         "server.listen",
         "server.max_body_bytes",
         "server.shutdown_grace",
+        "server.keepalive_timeout",
         "server.colour",
         "upstream.base_url",
         "upstream.fallback_http",
@@ -101,7 +103,7 @@ level = "info"
     ] {
         assert!(fields.contains(&f), "{f} not reported in {fields:?}");
     }
-    assert_eq!(errors.len(), 10, "{errors:?}");
+    assert_eq!(errors.len(), 11, "{errors:?}");
 }
 
 #[test]

@@ -223,6 +223,57 @@ async fn slow_drip_headers_are_cut_off_at_header_read_timeout() {
     assert_eq!(exchange(t.addr, &healthz(false)).await.unwrap().status, 200);
 }
 
+/// An idle keep-alive connection outlives `header_read_timeout` (a client's
+/// pool may hold it far longer: reqwest 90 s) and is closed only at
+/// `keepalive_timeout`; once it sits past that, tether closes it.
+#[tokio::test]
+async fn idle_keep_alive_lasts_until_keepalive_timeout_not_the_header_deadline() {
+    let (_emu, t) = common::emulator_and_tether(EmulatorConfig::default(), |c| {
+        c.server.header_read_timeout = Duration::from_millis(200);
+        c.server.keepalive_timeout = Duration::from_millis(1500);
+    })
+    .await;
+    let mut s = TcpStream::connect(t.addr).await.unwrap();
+    for _ in 0..3 {
+        s.write_all(&healthz(true)).await.unwrap();
+        assert_eq!(read_response(&mut s).await.expect("the connection is still open").status, 200);
+        // Three times the header deadline, idle between requests.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    s.write_all(&healthz(true)).await.unwrap();
+    assert_eq!(read_response(&mut s).await.unwrap().status, 200);
+    let idle = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), closed_by_peer(&mut s)).await.expect("closed when idle");
+    assert!(idle.elapsed() >= Duration::from_millis(1400), "closed after {:?} idle", idle.elapsed());
+}
+
+/// On a keep-alive connection, the header deadline runs from the next
+/// request's first byte: a head dripped after a long idle spell is cut off
+/// at `header_read_timeout`, not at `keepalive_timeout`.
+#[tokio::test]
+async fn a_slow_head_on_a_kept_alive_connection_is_cut_off_from_its_first_byte() {
+    let (_emu, t) = common::emulator_and_tether(EmulatorConfig::default(), |c| {
+        c.server.header_read_timeout = Duration::from_millis(300);
+        c.server.keepalive_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut s = TcpStream::connect(t.addr).await.unwrap();
+    s.write_all(&healthz(true)).await.unwrap();
+    assert_eq!(read_response(&mut s).await.unwrap().status, 200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let drip = async {
+        for b in b"POST /v1/responses HTTP/1.1\r\nhost: t\r\nx-slow: ".iter().chain([b'a'; 200].iter()) {
+            if s.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        closed_by_peer(&mut s).await;
+    };
+    // 249 bytes at 20 ms each would take 5 s, keepalive_timeout is 60 s.
+    tokio::time::timeout(Duration::from_secs(4), drip).await.expect("closed at the header deadline");
+}
+
 /// The soft limit on open files, from /proc (None where it is not there).
 fn open_files_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -244,6 +295,7 @@ async fn thousands_of_idle_connections_are_held_cheaply_then_closed() {
     assert!(n >= 200, "the open-files limit is too low for this test: {n}");
     let (emu, t) = common::emulator_and_tether(EmulatorConfig::default(), |c| {
         c.server.header_read_timeout = Duration::from_secs(3);
+        c.server.keepalive_timeout = Duration::from_secs(3);
     })
     .await;
     let rss_before = rss_bytes();
@@ -274,7 +326,8 @@ async fn thousands_of_idle_connections_are_held_cheaply_then_closed() {
         eprintln!("{n} idle connections ({open} open): {per_connection} bytes of RSS each");
         assert!(per_connection < 64 * 1024, "{per_connection} bytes of RSS per idle connection");
     }
-    // header_read_timeout closes every idle one, from tether's side.
+    // keepalive_timeout (kept alive) and header_read_timeout (never sent a
+    // byte) close every idle one, from tether's side.
     let closing = futures_util::future::join_all(idle.iter_mut().map(closed_by_peer));
     tokio::time::timeout(Duration::from_secs(15), closing).await.expect("idle connections closed by tether");
     common::wait_metric(t.addr, "tether_client_connections_open", Duration::from_secs(5), |v| v <= 1.0).await;
@@ -472,9 +525,49 @@ async fn a_connection_that_never_sends_a_byte_does_not_hold_up_shutdown() {
     tokio::time::timeout(Duration::from_secs(5), closed_by_peer(&mut silent)).await.expect("closed");
 }
 
-/// h2c: a connection with no request in progress for `header_read_timeout`
-/// gets a GOAWAY and is closed (hyper closes idle HTTP/1.1 keep-alive
-/// connections by itself, and keeps h2c ones open forever). A stream that
+/// h2c: a client that pings an idle connection sends bytes that start no
+/// request head: the connection lasts until `keepalive_timeout`, not the
+/// header deadline.
+#[tokio::test]
+async fn an_h2c_client_pinging_an_idle_connection_is_not_cut_off_at_the_header_deadline() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+    let limit = Duration::from_millis(1500);
+    let (_emu, t) = common::emulator_and_tether(EmulatorConfig::default(), |c| {
+        c.server.keepalive_timeout = limit;
+        c.server.header_read_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let tcp = TcpStream::connect(t.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(50))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    let health = http::Request::get(format!("http://{}/healthz", t.addr))
+        .body(Full::<bytes::Bytes>::default())
+        .unwrap();
+    let resp = send.send_request(health).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    let idle_from = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(20), driver)
+        .await
+        .expect("the idle h2c connection was closed");
+    assert!(
+        idle_from.elapsed() >= limit - Duration::from_millis(50),
+        "closed after {:?}",
+        idle_from.elapsed()
+    );
+}
+
+/// h2c: a connection with no request in progress for `keepalive_timeout`
+/// gets a GOAWAY and is closed (hyper would keep it open forever), and not
+/// sooner: its pings and settings are no request head to time. A stream that
 /// outlasts the limit keeps its connection open: the next request on it
 /// right after still works.
 #[tokio::test]
@@ -484,7 +577,8 @@ async fn idle_h2c_connections_are_closed_but_not_while_a_stream_runs() {
 
     let limit = Duration::from_secs(1);
     let (_emu, t) = common::emulator_and_tether(EmulatorConfig::default(), |c| {
-        c.server.header_read_timeout = limit;
+        c.server.keepalive_timeout = limit;
+        c.server.header_read_timeout = limit / 4;
     })
     .await;
     let tcp = TcpStream::connect(t.addr).await.unwrap();

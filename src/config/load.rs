@@ -115,7 +115,9 @@ fn read_all(f: &mut Fields) -> Config {
     c.server.allow_remote = f.get("server", "allow_remote", false, parse_bool);
     c.server.max_body_bytes = f.get("server", "max_body_bytes", d.server.max_body_bytes, positive);
     c.server.header_read_timeout =
-        f.get("server", "header_read_timeout", d.server.header_read_timeout, duration);
+        f.get("server", "header_read_timeout", d.server.header_read_timeout, positive_duration);
+    c.server.keepalive_timeout =
+        f.get("server", "keepalive_timeout", d.server.keepalive_timeout, positive_duration);
     c.server.body_read_timeout = f.get("server", "body_read_timeout", d.server.body_read_timeout, duration);
     c.server.max_header_bytes = f.get("server", "max_header_bytes", d.server.max_header_bytes, header_bytes);
     c.server.max_connections = f.get("server", "max_connections", d.server.max_connections, positive);
@@ -343,6 +345,14 @@ fn duration(raw: Raw) -> Result<Duration, String> {
     let s = text(raw, "a duration (\"30s\", \"500ms\", \"55m\")")?;
     humantime::parse_duration(&s)
         .map_err(|e| format!("expected a duration such as \"30s\" or \"500ms\", got {s:?} ({e})"))
+}
+
+fn positive_duration(raw: Raw) -> Result<Duration, String> {
+    let d = duration(raw)?;
+    if d.is_zero() {
+        return Err("expected a duration above zero, such as \"10s\"".into());
+    }
+    Ok(d)
 }
 
 fn parse_addr(raw: Raw) -> Result<SocketAddr, String> {

@@ -42,9 +42,12 @@ pub struct ServerConfig {
     pub allow_remote: bool,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
-    /// Time allowed to read a request's headers; also closes a connection
-    /// (HTTP/1.1 or h2c) with no request in progress for this long.
+    /// Time allowed for a request's headers, from its first byte (or from
+    /// the connection's opening, for its first request).
     pub header_read_timeout: Duration,
+    /// A connection (HTTP/1.1 keep-alive or h2c) with no request in
+    /// progress and none begun for this long is closed.
+    pub keepalive_timeout: Duration,
     /// Time allowed to receive a managed request's whole body (408 beyond).
     pub body_read_timeout: Duration,
     /// Largest request head (request line + headers); 431 beyond.
@@ -140,6 +143,7 @@ impl Default for Config {
                 allow_remote: false,
                 max_body_bytes: 32 * 1024 * 1024,
                 header_read_timeout: Duration::from_secs(10),
+                keepalive_timeout: Duration::from_secs(120),
                 body_read_timeout: Duration::from_secs(60),
                 max_header_bytes: 64 * 1024,
                 max_connections: 4096,

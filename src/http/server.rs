@@ -1,41 +1,77 @@
 //! The accept loop and graceful shutdown.
 //!
 //! Each connection is served by hyper-util's auto builder (HTTP/1.1 and h2c)
-//! in a task the loop owns (a `JoinSet`). A connection with no request in
-//! progress for `header_read_timeout` is closed gracefully (hyper does it for
-//! an idle HTTP/1.1 keep-alive connection; for h2c, which hyper keeps open
-//! forever, the task does it with a GOAWAY). On shutdown the loop stops
+//! in a task the loop owns (a `JoinSet`). The task keeps two deadlines of its
+//! own (hyper has one timer for both, which closes an idle keep-alive
+//! connection as soon as a slow header): a request's head must be complete
+//! within `header_read_timeout` of its first byte (an HTTP/1.1 connection
+//! past it is dropped), and a connection with no request in progress and
+//! none begun for `keepalive_timeout` is closed gracefully (for h2c with a
+//! GOAWAY). On shutdown the loop stops
 //! accepting, asks every connection to finish its in-flight requests and
 //! streams, waits up to `shutdown_grace`, then aborts what is left.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::App;
 use crate::error::api_error_body;
 use crate::metrics::GaugeGuard;
-use crate::{App, until};
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// Requests in progress on one client connection, and when it last had none.
+/// No request head begun (a value of [`Activity::head_since_ms`]).
+const NO_HEAD: u64 = u64::MAX;
+
+/// Requests in progress on one client connection, when it last had none,
+/// and when the bytes of a request not yet handed to the service began.
 #[derive(Debug)]
 struct Activity {
     opened: Instant,
     busy: AtomicUsize,
     /// Milliseconds after `opened` at which the last request ended.
     idle_since_ms: AtomicU64,
+    /// Milliseconds after `opened` at which the first byte arrived since the
+    /// last request was handed to the service (0 for the first request:
+    /// the connection is watched once its first byte is there), or [`NO_HEAD`].
+    head_since_ms: AtomicU64,
+    /// The connection speaks h2c: its idle reads are frames of the protocol
+    /// (pings, settings), not the start of a request head.
+    h2: AtomicBool,
+}
+
+/// What ends an idle connection, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// A request head is arriving: complete by then, or the connection is dropped.
+    Head(Instant),
+    /// Nothing is arriving: closed gracefully then.
+    Idle(Instant),
+}
+
+impl Deadline {
+    fn at(self) -> Instant {
+        match self {
+            Deadline::Head(at) | Deadline::Idle(at) => at,
+        }
+    }
 }
 
 impl Activity {
@@ -44,16 +80,87 @@ impl Activity {
             opened: Instant::now(),
             busy: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
         })
     }
 
-    /// When the connection will have had no request in progress for
-    /// `limit`; `None` while one is in progress.
-    fn idle_deadline(&self, limit: Duration) -> Option<Instant> {
+    fn ms_now(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    /// Bytes came in: the first ones while no request is in progress start
+    /// a request head (on HTTP/1.1).
+    fn on_read(&self) {
+        if self.busy.load(Ordering::Acquire) == 0 && self.head_since_ms.load(Ordering::Relaxed) == NO_HEAD {
+            self.head_since_ms.store(self.ms_now(), Ordering::Relaxed);
+        }
+    }
+
+    /// The deadline of an idle connection: `None` while a request is in
+    /// progress.
+    fn deadline(&self, head: Duration, keepalive: Duration) -> Option<Deadline> {
         if self.busy.load(Ordering::Acquire) > 0 {
             return None;
         }
-        Some(self.opened + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)) + limit)
+        let since = |ms: u64| self.opened + Duration::from_millis(ms);
+        let head_since = self.head_since_ms.load(Ordering::Relaxed);
+        if head_since != NO_HEAD && !self.h2.load(Ordering::Relaxed) {
+            return Some(Deadline::Head(since(head_since) + head));
+        }
+        Some(Deadline::Idle(since(self.idle_since_ms.load(Ordering::Relaxed)) + keepalive))
+    }
+}
+
+/// The client's stream, telling its connection's [`Activity`] when bytes
+/// come in. Writes pass straight through (vectored too).
+struct Watched {
+    io: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.on_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -65,6 +172,7 @@ pub struct Busy(Arc<Activity>);
 impl Busy {
     fn new(activity: &Arc<Activity>) -> Busy {
         activity.busy.fetch_add(1, Ordering::AcqRel);
+        activity.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
         Busy(activity.clone())
     }
 }
@@ -84,7 +192,8 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
+        // The connection task keeps the header and idle deadlines itself.
+        .header_read_timeout(None)
         .max_buf_size(server.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(server.max_header_bytes as u32);
     // Shared by every connection task (a connection borrows its builder).
@@ -133,31 +242,53 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                             },
                             _ = stopping.changed() => return,
                         }
-                        let limit = app.config.server.header_read_timeout;
+                        let (head, keepalive) = (deadline, app.config.server.keepalive_timeout);
                         let activity = Activity::new();
                         let svc_activity = activity.clone();
-                        let svc = service_fn(move |req| {
+                        let svc = service_fn(move |req: Request<Incoming>| {
+                            if req.version() == Version::HTTP_2 {
+                                svc_activity.h2.store(true, Ordering::Relaxed);
+                            }
                             super::routes::handle(app.clone(), peer, req, Busy::new(&svc_activity))
                         });
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        let io = Watched { io: stream, activity: activity.clone() };
+                        let conn = builder.serve_connection(TokioIo::new(io), svc);
                         tokio::pin!(conn);
+                        // Reset whenever the deadline moves (a head begins, a
+                        // request ends): checked each time the connection is polled.
+                        let timer = tokio::time::sleep(keepalive);
+                        tokio::pin!(timer);
                         let mut closing = false;
                         let ended = loop {
-                            // Checked again when due: a request may have come and gone since.
-                            let check = (!closing)
-                                .then(|| activity.idle_deadline(limit).unwrap_or_else(|| Instant::now() + limit));
-                            tokio::select! {
-                                ended = conn.as_mut() => break ended,
-                                _ = stopping.changed(), if !closing => {
-                                    conn.as_mut().graceful_shutdown();
-                                    closing = true;
+                            let watch = std::future::poll_fn(|cx| {
+                                if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
+                                    return Poll::Ready(Err(ended));
                                 }
-                                () = until(check) => {
-                                    if activity.idle_deadline(limit).is_some_and(|at| at <= Instant::now()) {
-                                        debug!("no request for header_read_timeout; closing");
+                                let due = match activity.deadline(head, keepalive) {
+                                    Some(due) if !closing => due,
+                                    _ => return Poll::Pending,
+                                };
+                                if timer.deadline() != due.at() {
+                                    timer.as_mut().reset(due.at());
+                                }
+                                timer.as_mut().poll(cx).map(|()| Ok(due))
+                            });
+                            tokio::select! {
+                                watched = watch => match watched {
+                                    Err(ended) => break ended,
+                                    Ok(Deadline::Head(_)) => {
+                                        debug!("request head not complete within header_read_timeout; closing");
+                                        break Ok(());
+                                    }
+                                    Ok(Deadline::Idle(_)) => {
+                                        debug!("no request for keepalive_timeout; closing");
                                         conn.as_mut().graceful_shutdown();
                                         closing = true;
                                     }
+                                },
+                                _ = stopping.changed(), if !closing => {
+                                    conn.as_mut().graceful_shutdown();
+                                    closing = true;
                                 }
                             }
                         };
