@@ -73,7 +73,7 @@ impl Child {
         let bin = std::env::current_exe()?.with_file_name("tether");
         anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
         let log = std::env::temp_dir().join(format!("tether-soak-{}.log", std::process::id()));
-        let mut cmd = Command::new(&bin);
+        let mut cmd = ends_with_this_process(&bin);
         cmd.args(["--listen", "127.0.0.1:0", "--upstream", upstream])
             .env("TETHER_LOG_LEVEL", "warn")
             .env("TETHER_UPSTREAM_API_KEY_ENV", "TETHER_BENCH_NO_KEY")
@@ -91,7 +91,7 @@ impl Child {
     pub fn floor(upstream: &str) -> anyhow::Result<Child> {
         let origin = upstream.trim_end_matches("/v1");
         let log = std::env::temp_dir().join(format!("tether-bench-floor-{}.log", std::process::id()));
-        let mut cmd = Command::new(std::env::current_exe()?);
+        let mut cmd = ends_with_this_process(std::env::current_exe()?);
         cmd.args(["floor-proxy", "--upstream", origin])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?);
@@ -274,4 +274,29 @@ fn clock_ticks_per_second() -> f64 {
             .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
             .unwrap_or(100.0)
     })
+}
+
+/// A command for `program` whose process is sent SIGTERM when this one
+/// dies, however it dies (a SIGKILL of the bench runs no destructor), so no
+/// tether, floor proxy or nginx is left behind listening: it runs under
+/// util-linux's `setpriv --pdeathsig TERM` (which sets the signal and execs
+/// it in place) when that is installed, and plainly otherwise. Linux ties
+/// the signal to the spawning thread: spawn from a thread that lives as long
+/// as the child (the main thread and the runtime's workers do).
+pub fn ends_with_this_process(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    static SETPRIV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let found = *SETPRIV.get_or_init(|| {
+        Command::new("setpriv")
+            .args(["--pdeathsig", "TERM", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !found {
+        return Command::new(program);
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--pdeathsig", "TERM", "--"]).arg(program);
+    cmd
 }

@@ -35,7 +35,7 @@ impl Nginx {
                  proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n"
         );
         std::fs::write(dir.join("nginx.conf"), conf)?;
-        let child = Command::new(bin)
+        let child = crate::child::ends_with_this_process(bin)
             .args(["-p", &dir.display().to_string(), "-c", "nginx.conf", "-g", "daemon off;"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
