@@ -254,8 +254,11 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                         let io = Watched { io: stream, activity: activity.clone() };
                         let conn = builder.serve_connection(TokioIo::new(io), svc);
                         tokio::pin!(conn);
-                        // Reset whenever the deadline moves (a head begins, a
-                        // request ends): checked each time the connection is polled.
+                        // Armed lazily: brought forward when the deadline moves
+                        // earlier (a head begins), and when it fires early (a
+                        // request has come and gone since), set again; so a
+                        // busy connection resets it about once per deadline, not
+                        // once per request.
                         let timer = tokio::time::sleep(keepalive);
                         tokio::pin!(timer);
                         let mut closing = false;
@@ -268,10 +271,17 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                                     Some(due) if !closing => due,
                                     _ => return Poll::Pending,
                                 };
-                                if timer.deadline() != due.at() {
+                                if due.at() < timer.deadline() {
                                     timer.as_mut().reset(due.at());
                                 }
-                                timer.as_mut().poll(cx).map(|()| Ok(due))
+                                if timer.as_mut().poll(cx).is_ready() {
+                                    if due.at() <= Instant::now() {
+                                        return Poll::Ready(Ok(due));
+                                    }
+                                    timer.as_mut().reset(due.at());
+                                    let _ = timer.as_mut().poll(cx);
+                                }
+                                Poll::Pending
                             });
                             tokio::select! {
                                 watched = watch => match watched {
