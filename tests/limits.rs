@@ -73,6 +73,18 @@ async fn closed_by_peer(s: &mut TcpStream) {
     }
 }
 
+/// Sends a request head a byte every 20 ms (249 bytes: 5 s in all), then
+/// waits until the peer closes the connection.
+async fn drip_head(s: &mut TcpStream) {
+    for b in b"POST /v1/responses HTTP/1.1\r\nhost: t\r\nx-slow: ".iter().chain([b'a'; 200].iter()) {
+        if s.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    closed_by_peer(s).await;
+}
+
 fn error_code(body: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     v["error"]["code"].as_str().unwrap_or_default().to_string()
@@ -209,17 +221,10 @@ async fn slow_drip_headers_are_cut_off_at_header_read_timeout() {
     })
     .await;
     let mut s = TcpStream::connect(t.addr).await.unwrap();
-    let drip = async {
-        for b in b"POST /v1/responses HTTP/1.1\r\nhost: t\r\nx-slow: ".iter().chain([b'a'; 200].iter()) {
-            if s.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        closed_by_peer(&mut s).await;
-    };
     // 249 bytes at 20 ms each would take 5 s: tether closes long before.
-    tokio::time::timeout(Duration::from_secs(4), drip).await.expect("closed at the header deadline");
+    tokio::time::timeout(Duration::from_secs(4), drip_head(&mut s))
+        .await
+        .expect("closed at the header deadline");
     assert_eq!(exchange(t.addr, &healthz(false)).await.unwrap().status, 200);
 }
 
@@ -261,17 +266,10 @@ async fn a_slow_head_on_a_kept_alive_connection_is_cut_off_from_its_first_byte()
     s.write_all(&healthz(true)).await.unwrap();
     assert_eq!(read_response(&mut s).await.unwrap().status, 200);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let drip = async {
-        for b in b"POST /v1/responses HTTP/1.1\r\nhost: t\r\nx-slow: ".iter().chain([b'a'; 200].iter()) {
-            if s.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        closed_by_peer(&mut s).await;
-    };
     // 249 bytes at 20 ms each would take 5 s, keepalive_timeout is 60 s.
-    tokio::time::timeout(Duration::from_secs(4), drip).await.expect("closed at the header deadline");
+    tokio::time::timeout(Duration::from_secs(4), drip_head(&mut s))
+        .await
+        .expect("closed at the header deadline");
 }
 
 /// The soft limit on open files, from /proc (None where it is not there).
