@@ -66,11 +66,25 @@ impl Metrics {
     }
 }
 
+/// The tether binary children run, when not the one next to this binary.
+static TETHER: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Has [`Child::start`] run `bin` from now on (`None`: the `tether` next to
+/// this binary again). `compare` switches binaries between runs.
+pub fn use_tether(bin: Option<PathBuf>) {
+    *TETHER.lock().unwrap_or_else(|e| e.into_inner()) = bin;
+}
+
 impl Child {
-    /// Starts `tether` (next to this binary) in front of `upstream`, with
-    /// `env` as configuration overrides, and waits for its address.
+    /// Starts `tether` (next to this binary, or the one [`use_tether`]
+    /// named) in front of `upstream`, with `env` as configuration
+    /// overrides, and waits for its address.
     pub fn start(upstream: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
-        let bin = std::env::current_exe()?.with_file_name("tether");
+        let chosen = TETHER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let bin = match chosen {
+            Some(bin) => bin,
+            None => std::env::current_exe()?.with_file_name("tether"),
+        };
         anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
         let log = std::env::temp_dir().join(format!("tether-soak-{}.log", std::process::id()));
         let mut cmd = ends_with_this_process(&bin);

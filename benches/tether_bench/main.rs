@@ -5,6 +5,7 @@
 
 mod child;
 mod common;
+mod compare;
 mod events;
 mod floor;
 mod latency;
@@ -91,6 +92,25 @@ enum Scenario {
     },
     /// Every performance scenario in turn (not `soak`; JSON: one object keyed by scenario).
     All,
+    /// Paired rounds: one timing scenario driving two tether binaries in
+    /// alternation (A B, B A, …); each round's key figures, each side's
+    /// median and the median paired difference (candidate − baseline).
+    Compare {
+        /// The tether binary to compare against (e.g. one built at an older commit).
+        #[arg(long)]
+        baseline: PathBuf,
+        /// The tether binary under test [default: the `tether` next to this binary].
+        #[arg(long)]
+        candidate: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = compare::Compared::Overhead)]
+        scenario: compare::Compared,
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+        /// Size of each run: requests (overhead, default 3000), turns (stream,
+        /// 600) or seconds per level (throughput, 2).
+        #[arg(long)]
+        size: Option<f64>,
+    },
     /// A bare hyper reverse proxy (the floor reference `overhead` runs as a
     /// child process); serves until killed.
     #[command(hide = true)]
@@ -126,6 +146,18 @@ async fn run(s: &Scenario, quick: bool) -> anyhow::Result<serde_json::Value> {
                 seed: *seed,
             };
             soak::soak(if quick { opts.quick() } else { opts }, quick).await?
+        }
+        Scenario::Compare { baseline, candidate, scenario, rounds, size } => {
+            let candidate = match candidate {
+                Some(c) => c.clone(),
+                None => std::env::current_exe()?.with_file_name("tether"),
+            };
+            let (rounds, size) = if quick {
+                (1, Some(if *scenario == compare::Compared::Throughput { 0.1 } else { 5.0 }))
+            } else {
+                (*rounds, *size)
+            };
+            compare::compare(*scenario, baseline, &candidate, rounds, size).await?
         }
         Scenario::All | Scenario::FloorProxy { .. } => unreachable!("handled by the caller"),
     })
@@ -177,6 +209,7 @@ async fn scenarios(cli: Cli) -> anyhow::Result<()> {
     let chosen: Vec<(&str, Scenario)> = match &cli.scenario {
         Scenario::All => all.to_vec(),
         soak @ Scenario::Soak { .. } => vec![("soak", soak.clone())],
+        compare @ Scenario::Compare { .. } => vec![("compare", compare.clone())],
         one => vec![(
             all.iter()
                 .find(|(_, s)| std::mem::discriminant(s) == std::mem::discriminant(one))
@@ -190,7 +223,10 @@ async fn scenarios(cli: Cli) -> anyhow::Result<()> {
         eprintln!("tether-bench: [{}/{}] {s:?}{sizes} …", i + 1, chosen.len());
         let started = std::time::Instant::now();
         let result = run(s, cli.quick).await?;
-        common::report(name, &result, None)?;
+        // `compare` prints its own table (its JSON holds every round).
+        if *name != "compare" {
+            common::report(name, &result, None)?;
+        }
         eprintln!("tether-bench: {name} done in {:.0?}", started.elapsed());
         out.insert((*name).to_string(), result);
     }
