@@ -42,8 +42,8 @@ pub struct ServerConfig {
     pub allow_remote: bool,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
-    /// Time allowed for a request's headers, from its first byte (or from
-    /// the connection's opening, for its first request).
+    /// Time allowed for a request's headers, from its first byte; and for a
+    /// new connection's first byte.
     pub header_read_timeout: Duration,
     /// A connection (HTTP/1.1 keep-alive or h2c) with no request in
     /// progress and none begun for this long is closed.

@@ -50,7 +50,7 @@ struct Activity {
     idle_since_ms: AtomicU64,
     /// Milliseconds after `opened` at which the first byte arrived since the
     /// last request was handed to the service (0 for the first request:
-    /// the connection is watched once its first byte is there), or [`NO_HEAD`].
+    /// `opened` is when its first byte was seen), or [`NO_HEAD`].
     head_since_ms: AtomicU64,
     /// The connection speaks h2c: its idle reads are frames of the protocol
     /// (pings, settings), not the start of a request head.
