@@ -201,6 +201,34 @@ async fn unreachable_upstream_gives_502_json() {
     }
 }
 
+/// A client in WebSocket mode (Codex with `supports_websockets`) is told
+/// 426, as by a server without the mode, so it falls back to HTTP at once;
+/// the upgrade never reaches the upstream. A GET without the upgrade
+/// (`GET /v1/responses/{id}`) still passes through.
+#[tokio::test]
+async fn a_websocket_upgrade_on_responses_gets_426_and_nothing_goes_upstream() {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+
+    let (up, state) = spawn_upstream().await;
+    let t = common::start(common::config_for(&format!("http://{up}/v1"))).await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{}/v1/responses",
+        t.addr
+    ))
+    .unwrap();
+    req.headers_mut().insert("authorization", "Bearer sk-ws-client".parse().unwrap());
+    let Err(WsError::Http(resp)) = tokio_tungstenite::connect_async(req).await else {
+        panic!("the upgrade was not refused");
+    };
+    assert_eq!(resp.status(), 426);
+    let body: serde_json::Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+    assert_eq!(body["error"]["code"], "websocket_not_supported");
+    assert!(state.seen.lock().unwrap().is_empty(), "the upgrade reached the upstream");
+    let (status, _) = common::get(&format!("{}/responses/resp_1", t.base())).await;
+    assert_eq!(status, 201);
+    assert_eq!(state.seen.lock().unwrap()[0].1, "/v1/responses/resp_1");
+}
+
 #[tokio::test]
 async fn unknown_routes_get_404_json() {
     let t = common::start(common::config_for("http://127.0.0.1:9/v1")).await;

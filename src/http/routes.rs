@@ -64,9 +64,30 @@ async fn route(
             Ok(debug_route(&app, path, only))
         }
         (&Method::POST, "/v1/responses") => crate::proxy::responses(&app, req).await,
+        (&Method::GET, "/v1/responses") if wants_websocket(&req) => Ok(websocket_refused()),
         _ if path == API_PREFIX || path.starts_with("/v1/") => passthrough(&app, peer, req).await,
         _ => Err(ProxyError::NotFound(path.to_string())),
     }
+}
+
+/// A WebSocket upgrade (a client in the API's WebSocket mode).
+fn wants_websocket(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")))
+}
+
+/// A client that speaks WebSocket mode itself is answered as a server
+/// without the mode answers (426, PROTOCOL.md §2), so it falls back to
+/// plain HTTP at once, where tether gives it the continuation; nothing is
+/// sent upstream (a pass-through would reach the API as a bare GET).
+fn websocket_refused() -> Response<Body> {
+    let message = "tether serves the Responses API over HTTP and keeps the WebSocket to the upstream \
+                   itself: turn this client's WebSocket mode off (Codex: supports_websockets).";
+    let body =
+        crate::error::api_error_body(message, "invalid_request_error", None, Some("websocket_not_supported"));
+    body::json(StatusCode::UPGRADE_REQUIRED, body)
 }
 
 /// `/metrics`, `/debug/sessions`, `/debug/events`: no content, no keys;
