@@ -58,6 +58,23 @@ class Recorder:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 capture.on_response(self.command, self.path, resp.headers)
+                if self.headers.get("upgrade"):
+                    # An upgrade is refused whole, in HTTP/1.1 (a WebSocket
+                    # client reads an HTTP/1.0 answer as a broken handshake,
+                    # not as the status it carries).
+                    self.protocol_version = "HTTP/1.1"
+                    data = resp.read()
+                    self.send_response(resp.status)
+                    for k, v in resp.getheaders():
+                        if k.lower() not in HOP:
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(data)
+                    self.close_connection = True
+                    conn.close()
+                    return
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in HOP:
@@ -80,7 +97,7 @@ class Recorder:
         self.server.server_close()
 
 
-def codex_exec(t: Target):
+def codex_exec(t: Target, websockets: bool = False):
     recorder = Recorder(t.hostport, t.capture)
     home = OUT / "codex-home"  # one path for both runs: Codex puts it in its prompt
     work = OUT / "codex-work"
@@ -97,6 +114,7 @@ name = "tether"
 base_url = "http://{recorder.addr}/v1"
 wire_api = "responses"
 env_key = "TETHER_CODEX_KEY"
+supports_websockets = {"true" if websockets else "false"}
 """
     )
     env = {**os.environ, "CODEX_HOME": str(home), "TETHER_CODEX_KEY": "sk-clients-test"}
@@ -108,9 +126,14 @@ env_key = "TETHER_CODEX_KEY"
         )
     finally:
         recorder.close()
-    (OUT / "last-run" / f"codex-{t.name}.stderr").write_text(done.stderr)
+    (OUT / "last-run" / f"codex-{t.name}{'-ws' if websockets else ''}.stderr").write_text(done.stderr)
     if done.returncode != 0:
         raise AssertionError(f"codex exited {done.returncode}: {done.stderr[-1500:]}")
+    if websockets and t.name == "tether":
+        # tether's 426 is final: no retries before the fall back (a 404, as
+        # the emulator gives, costs five over ~6 s).
+        assert "Reconnecting" not in done.stderr, "Codex retried its upgrade against tether"
+        assert "failed to connect to Responses WebSocket" in done.stderr, "Codex did not try WebSocket mode"
     bodies = t.capture.bodies
     (OUT / "last-run" / f"codex-{t.name}.requests.json").write_text(json.dumps(bodies, indent=1))
     assert bodies and all(b.get("stream") is True for b in bodies), "Codex streams every call"
@@ -126,4 +149,11 @@ env_key = "TETHER_CODEX_KEY"
 
 if __name__ == "__main__":
     check(f"codex {VERSION} exec: 4-tool loop over custom provider", codex_exec, calls=5)
+    # With WebSocket mode on, Codex tries an upgrade first: tether answers
+    # 426 and Codex falls back to HTTP, where tether continues its turns.
+    check(
+        f"codex {VERSION} exec with supports_websockets: falls back to HTTP, same loop",
+        lambda t: codex_exec(t, websockets=True),
+        calls=5,
+    )
     finish()
