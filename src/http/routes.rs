@@ -83,6 +83,9 @@ fn wants_websocket(req: &Request<Incoming>) -> bool {
 /// plain HTTP at once, where tether gives it the continuation; nothing is
 /// sent upstream (a pass-through would reach the API as a bare GET).
 fn websocket_refused() -> Response<Body> {
+    tracing::info!(
+        "WebSocket upgrade refused with 426: the client falls back to HTTP (turn its WebSocket mode off to skip the attempt)"
+    );
     let message = "tether serves the Responses API over HTTP and keeps the WebSocket to the upstream \
                    itself: turn this client's WebSocket mode off (Codex: supports_websockets).";
     let body =
