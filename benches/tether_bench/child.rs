@@ -75,6 +75,11 @@ pub fn use_tether(bin: Option<PathBuf>) {
     *TETHER.lock().unwrap_or_else(|e| e.into_inner()) = bin;
 }
 
+/// The `tether` binary next to this one (where `cargo build --bins` puts it).
+pub fn sibling_tether() -> std::io::Result<PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name("tether"))
+}
+
 impl Child {
     /// Starts `tether` (next to this binary, or the one [`use_tether`]
     /// named) in front of `upstream`, with `env` as configuration
@@ -83,7 +88,7 @@ impl Child {
         let chosen = TETHER.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let bin = match chosen {
             Some(bin) => bin,
-            None => std::env::current_exe()?.with_file_name("tether"),
+            None => sibling_tether()?,
         };
         anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
         let log = std::env::temp_dir().join(format!("tether-soak-{}.log", std::process::id()));

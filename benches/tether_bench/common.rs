@@ -134,7 +134,7 @@ fn print_fields(json: &Value, indent: &str) {
 }
 
 /// A figure as a reader wants it: whole numbers from 10 up, three decimals below.
-fn readable(v: &Value) -> String {
+pub fn readable(v: &Value) -> String {
     match v.as_f64() {
         Some(x) if v.is_f64() && x.abs() >= 10.0 => format!("{x:.0}"),
         Some(x) if v.is_f64() => format!("{x:.3}"),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::child;
+use crate::common::readable;
 use crate::latency;
 
 /// The scenarios a comparison can run.
@@ -69,15 +70,6 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
-/// A figure for the table: whole numbers from 10 up, three decimals below.
-fn show(v: &Value) -> String {
-    match v.as_f64() {
-        Some(x) if x.abs() >= 10.0 => format!("{x:.0}"),
-        Some(x) => format!("{x:.3}"),
-        None => "-".into(),
-    }
-}
-
 /// The figures of one run.
 fn pick(run: &Value, names: &[&str]) -> Value {
     names.iter().map(|n| (n.to_string(), run[*n].clone())).collect::<serde_json::Map<_, _>>().into()
@@ -129,17 +121,17 @@ pub async fn compare(
         let lower = diffs.iter().filter(|d| **d < 0.0).count();
         let rounds: Vec<String> = per_round
             .iter()
-            .map(|r| format!("{} | {}", show(&r["baseline"][*name]), show(&r["candidate"][*name])))
+            .map(|r| format!("{} | {}", readable(&r["baseline"][*name]), readable(&r["candidate"][*name])))
             .collect();
-        let (ma, mb, md) = (median(of("baseline")), median(of("candidate")), median(diffs.clone()));
-        let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| show(&json!(x)));
+        let paired = diffs.len();
+        let (ma, mb, md) = (median(of("baseline")), median(of("candidate")), median(diffs));
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| readable(&json!(x)));
         println!(
-            "  {name:<28} {:<40} {:>10} {:>10} {:>10}  {lower} of {}",
+            "  {name:<28} {:<40} {:>10} {:>10} {:>10}  {lower} of {paired}",
             rounds.join(", "),
             opt(ma),
             opt(mb),
             opt(md),
-            diffs.len()
         );
         summary.insert(
             name.to_string(),
@@ -147,7 +139,7 @@ pub async fn compare(
                 "baseline_median": ma,
                 "candidate_median": mb,
                 "median_difference": md,
-                "rounds_lower": format!("{lower} of {}", diffs.len()),
+                "rounds_lower": format!("{lower} of {paired}"),
             }),
         );
     }

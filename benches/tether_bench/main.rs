@@ -150,7 +150,7 @@ async fn run(s: &Scenario, quick: bool) -> anyhow::Result<serde_json::Value> {
         Scenario::Compare { baseline, candidate, scenario, rounds, size } => {
             let candidate = match candidate {
                 Some(c) => c.clone(),
-                None => std::env::current_exe()?.with_file_name("tether"),
+                None => child::sibling_tether()?,
             };
             let (rounds, size) = if quick {
                 (1, Some(if *scenario == compare::Compared::Throughput { 0.1 } else { 5.0 }))

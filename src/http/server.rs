@@ -180,7 +180,7 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         let a = &self.0;
-        a.idle_since_ms.store(a.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.idle_since_ms.store(a.ms_now(), Ordering::Relaxed);
         a.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
