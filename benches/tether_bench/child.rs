@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
+use tether::emulator::WsMode;
 
 use crate::common::{self, HttpClient};
 
@@ -66,6 +68,9 @@ impl Metrics {
     }
 }
 
+/// Emulator children started by this process (names their files apart).
+static EMULATORS: AtomicUsize = AtomicUsize::new(0);
+
 /// The tether binary children run, when not the one next to this binary.
 static TETHER: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 
@@ -115,6 +120,42 @@ impl Child {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?);
         Child::spawn(cmd, log)
+    }
+
+    /// Starts the emulator of this build (`tether emulate`, the `tether`
+    /// next to this binary whichever one [`use_tether`] named) on the zero
+    /// cost profile, answering WebSocket upgrades as `ws` says: the
+    /// upstream of the timing scenarios, a process of its own like a
+    /// remote service.
+    pub fn emulator(ws: WsMode) -> anyhow::Result<Child> {
+        let bin = sibling_tether()?;
+        anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
+        let tag = format!("{}-{}", std::process::id(), EMULATORS.fetch_add(1, Ordering::Relaxed));
+        let log = std::env::temp_dir().join(format!("tether-bench-emulator-{tag}.log"));
+        let mut cmd = ends_with_this_process(&bin);
+        cmd.args(["emulate", "--listen", "127.0.0.1:0", "--profile", "zero"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?);
+        // The WebSocket mode has no flag: a config file says it (read at start).
+        let config = std::env::temp_dir().join(format!("tether-bench-emulator-{tag}.toml"));
+        let mode = match ws {
+            WsMode::Enabled => None,
+            WsMode::Refuse426 => Some("refuse426"),
+            WsMode::Refuse404 => Some("refuse404"),
+        };
+        if let Some(mode) = mode {
+            std::fs::write(&config, format!("ws = \"{mode}\"\n"))?;
+            cmd.arg("--config").arg(&config);
+        }
+        let started = Child::spawn(cmd, log);
+        let _ = std::fs::remove_file(&config);
+        started
+    }
+
+    /// Its base URL, as an upstream (`http://ADDR/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
     }
 
     /// Spawns `cmd` and reads the `listening on ADDR` line it prints first.

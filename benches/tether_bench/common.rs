@@ -32,6 +32,80 @@ pub async fn emulator_with(config: EmulatorConfig) -> anyhow::Result<(String, Em
     Ok((format!("http://{addr}/v1"), handle))
 }
 
+/// Where the timing scenarios (`overhead`, `stream`, `throughput`) run
+/// their upstream emulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Placement {
+    /// `tether emulate`, a process of its own: every path to the upstream
+    /// (direct, through tether, nginx or the floor) crosses processes, as it
+    /// would to a remote service.
+    #[default]
+    Process,
+    /// Inside `tether-bench`, on the load generator's runtime (the harness
+    /// of every figure before 2026-12-02 16:00): a direct request never
+    /// leaves this process.
+    InProcess,
+}
+
+impl Placement {
+    /// Its name in the JSON and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Process => "process",
+            Placement::InProcess => "in-process",
+        }
+    }
+}
+
+/// The placement `main` chose (`--emulator`).
+static PLACEMENT: std::sync::Mutex<Placement> = std::sync::Mutex::new(Placement::Process);
+
+/// Sets where [`timing_upstream`] puts the emulator.
+pub fn place_emulator(p: Placement) {
+    *PLACEMENT.lock().unwrap_or_else(|e| e.into_inner()) = p;
+}
+
+/// Where [`timing_upstream`] puts the emulator.
+pub fn placement() -> Placement {
+    *PLACEMENT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running emulator, stopped on drop, wherever it runs.
+pub enum Upstream {
+    /// Held for its drop, which stops the emulator.
+    InProcess {
+        _running: EmulatorHandle,
+    },
+    Process(crate::child::Child),
+}
+
+impl Upstream {
+    /// Its process id when it has its own (its CPU time is then its own).
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Upstream::InProcess { .. } => None,
+            Upstream::Process(c) => Some(c.pid),
+        }
+    }
+}
+
+/// The zero-cost emulator of a timing scenario, placed as `--emulator`
+/// says, answering WebSocket upgrades as `ws` says; returns its base URL.
+pub async fn timing_upstream(ws: emulator::WsMode) -> anyhow::Result<(String, Upstream)> {
+    Ok(match placement() {
+        Placement::Process => {
+            let child = crate::child::Child::emulator(ws)?;
+            (child.base_url(), Upstream::Process(child))
+        }
+        Placement::InProcess => {
+            let (url, handle) =
+                emulator_with(EmulatorConfig { cost: CostModel::zero(), ws, ..EmulatorConfig::default() })
+                    .await?;
+            (url, Upstream::InProcess { _running: handle })
+        }
+    })
+}
+
 /// tether in-process in front of `upstream`; returns its address.
 pub async fn tether(upstream: &str, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<SocketAddr> {
     let mut config = Config::default();

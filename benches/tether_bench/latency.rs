@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
-use tether::emulator::CostModel;
+use tether::emulator::WsMode;
 
 use crate::child::Child;
 use crate::common::{self, HttpClient};
@@ -44,14 +44,9 @@ impl Path<'_> {
 /// when it is installed. The paths take turns request by request, in a rotating order,
 /// so the drift and noise of a shared machine fall on all of them alike.
 pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
-    let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
+    let (upstream, _emu) = common::timing_upstream(WsMode::Enabled).await?;
     let tether = Child::start(&upstream, &[])?;
-    let (refusing, _emu_http) = common::emulator_with(tether::emulator::EmulatorConfig {
-        cost: CostModel::zero(),
-        ws: tether::emulator::WsMode::Refuse426,
-        ..Default::default()
-    })
-    .await?;
+    let (refusing, _emu_http) = common::timing_upstream(WsMode::Refuse426).await?;
     let tether_http = Child::start(&refusing, &[])?;
     let floor = Child::floor(&upstream)?;
     let turn = common::agent_turn(20, 8_000, false, "tools=0,answer=200");
@@ -92,7 +87,8 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
             }
         }
     }
-    let mut out = json!({"requests": requests, "body_bytes": body.len()});
+    let mut out =
+        json!({"requests": requests, "body_bytes": body.len(), "emulator": common::placement().name()});
     for ((name, pid), before) in pids.iter().zip(before) {
         let (cpu, switches) = crate::child::usage(*pid).per(before, requests);
         out[format!("{name}_cpu_us_per_request")] = json!(cpu.round());
@@ -141,7 +137,7 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
 /// turns request by request, in a rotating order, so the drift and noise of
 /// a shared machine fall on all of them alike.
 pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
-    let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
+    let (upstream, _emu) = common::timing_upstream(WsMode::Enabled).await?;
     let tether = Child::start(&upstream, &[])?;
     let warm = turns.min(80);
     let unpaced = common::agent_turn(20, 8_000, true, "tools=0,answer=4096,delta=64");
@@ -196,6 +192,7 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let mut share: Vec<Duration> = tt.iter().zip(&own).map(|(t, (_, up))| t.saturating_sub(*up)).collect();
     let (mut prep, mut up): (Vec<Duration>, Vec<Duration>) = own.into_iter().unzip();
     Ok(json!({
+        "emulator": common::placement().name(),
         "turns": turns, "warm_up_turns": warm, "paced_turns": turns.div_ceil(10), "events_per_turn": dg.len() / turns.div_ceil(10).max(1) + 1,
         "direct_ttfe_p50_us": p(&mut dt, 50.0), "direct_ttfe_p99_us": p(&mut dt, 99.0),
         "tether_ttfe_p50_us": p(&mut tt, 50.0), "tether_ttfe_p99_us": p(&mut tt, 99.0),
@@ -288,10 +285,10 @@ async fn stream_once(c: &HttpClient, url: &str, body: Bytes) -> anyhow::Result<(
 /// load generator and the emulator) and of tether: on a shared machine the
 /// ratio of the rates is the ratio of what a request costs all processes.
 pub async fn throughput(seconds: f64, only: Side) -> anyhow::Result<serde_json::Value> {
-    let (upstream, _emu) = common::emulator(CostModel::zero(), false).await?;
+    let (upstream, emu) = common::timing_upstream(WsMode::Enabled).await?;
     let tether = Child::start(&upstream, &[])?;
     let body = Bytes::from(common::agent_turn(20, 8_000, false, "tools=0,answer=200").to_string());
-    let mut out = json!({});
+    let mut out = json!({"emulator": common::placement().name()});
     let mut levels = Vec::new();
     let sides = [("direct", format!("{upstream}/responses")), ("tether", tether.responses_url())];
     // Per side: the best rate, and the level that reached it.
@@ -306,13 +303,18 @@ pub async fn throughput(seconds: f64, only: Side) -> anyhow::Result<serde_json::
                 continue;
             }
             let (tether_before, own_before) = (tether.cpu_us(), crate::child::own_usage());
+            let emu_before = emu.pid().map(crate::child::usage);
             let (rps, p99, n) = load(url, &body, conc, Duration::from_secs_f64(seconds)).await?;
             let (own, _) = crate::child::own_usage().per(own_before, n);
             // tether's CPU time per request (meaningful on the tether side only).
             let cpu =
                 (*name == "tether").then(|| ((tether.cpu_us() - tether_before) / n.max(1) as f64).round());
+            // The emulator's, when it has a process of its own (else it is in the bench's).
+            let emu_cpu =
+                emu.pid().zip(emu_before).map(|(pid, b)| crate::child::usage(pid).per(b, n).0.round());
             let level = json!({"side": name, "concurrency": conc, "rps": rps.round(), "p99_us": p99.round(),
-                               "tether_cpu_us_per_request": cpu, "bench_cpu_us_per_request": own.round()});
+                               "tether_cpu_us_per_request": cpu, "bench_cpu_us_per_request": own.round(),
+                               "emulator_cpu_us_per_request": emu_cpu});
             levels.push(level.clone());
             if p99 < 10_000.0 && rps > best[k].0 {
                 best[k] = (rps, level);

@@ -31,6 +31,11 @@ struct Cli {
     /// Tiny sizes: checks that every scenario runs (used by benches/smoke).
     #[arg(long, global = true)]
     quick: bool,
+    /// Where `overhead`, `stream` and `throughput` (and `compare`) run their
+    /// emulator: a process of its own, like a remote upstream, or inside
+    /// this one (the harness of the figures before 2026-12-02 16:00).
+    #[arg(long, global = true, value_enum, default_value_t = common::Placement::Process)]
+    emulator: common::Placement,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -168,6 +173,7 @@ fn main() -> anyhow::Result<()> {
     if let Scenario::FloorProxy { upstream } = &cli.scenario {
         return floor::serve(upstream);
     }
+    common::place_emulator(cli.emulator);
     // On SIGINT or SIGTERM the scenario is dropped, and with it the child
     // processes it started (tether, nginx, the floor), before exiting.
     let outcome = tokio::runtime::Runtime::new()?.block_on(async {
