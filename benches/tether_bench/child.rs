@@ -68,8 +68,14 @@ impl Metrics {
     }
 }
 
-/// Emulator children started by this process (names their files apart).
-static EMULATORS: AtomicUsize = AtomicUsize::new(0);
+/// Children started by this process (names their files apart: `overhead`
+/// runs two tethers and two emulators).
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// `PID-N`: this process's id and the child's number.
+fn next_tag() -> String {
+    format!("{}-{}", std::process::id(), STARTED.fetch_add(1, Ordering::Relaxed))
+}
 
 /// The tether binary children run, when not the one next to this binary.
 static TETHER: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
@@ -96,7 +102,7 @@ impl Child {
             None => sibling_tether()?,
         };
         anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
-        let log = std::env::temp_dir().join(format!("tether-soak-{}.log", std::process::id()));
+        let log = std::env::temp_dir().join(format!("tether-bench-tether-{}.log", next_tag()));
         let mut cmd = ends_with_this_process(&bin);
         cmd.args(["--listen", "127.0.0.1:0", "--upstream", upstream])
             .env("TETHER_LOG_LEVEL", "warn")
@@ -130,7 +136,7 @@ impl Child {
     pub fn emulator(ws: WsMode) -> anyhow::Result<Child> {
         let bin = sibling_tether()?;
         anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
-        let tag = format!("{}-{}", std::process::id(), EMULATORS.fetch_add(1, Ordering::Relaxed));
+        let tag = next_tag();
         let log = std::env::temp_dir().join(format!("tether-bench-emulator-{tag}.log"));
         let mut cmd = ends_with_this_process(&bin);
         cmd.args(["emulate", "--listen", "127.0.0.1:0", "--profile", "zero"])

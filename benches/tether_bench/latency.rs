@@ -37,17 +37,22 @@ impl Path<'_> {
 /// Non-streaming agent turns (20 items, ~8 KB), concurrency 1, through each
 /// path in turn: directly to the emulator over HTTP (the reference), directly
 /// over its WebSocket mode (what the upstream leg costs without tether),
-/// through tether, through a second tether whose emulator refuses WebSocket
-/// upgrades (so it serves every turn over its HTTP fallback: tether as a plain
-/// proxy, the floor under its managed path), through a bare hyper reverse
+/// through tether, through a second tether whose WebSocket upgrades go to an
+/// emulator that refuses them (so it serves every turn over its HTTP
+/// fallback, to the first emulator: tether as a plain proxy, the floor under
+/// its managed path), through a bare hyper reverse
 /// proxy (`floor`: the floor under any hyper/tokio proxy) and through nginx
 /// when it is installed. The paths take turns request by request, in a rotating order,
 /// so the drift and noise of a shared machine fall on all of them alike.
 pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     let (upstream, _emu) = common::timing_upstream(WsMode::Enabled).await?;
     let tether = Child::start(&upstream, &[])?;
+    // tether as a plain proxy: its upgrades go to an emulator that refuses
+    // them, its HTTP requests to the same emulator as the direct ones (the
+    // added time is then measured against the upstream it used).
     let (refusing, _emu_http) = common::timing_upstream(WsMode::Refuse426).await?;
-    let tether_http = Child::start(&refusing, &[])?;
+    let refused_ws = ("TETHER_UPSTREAM_WS_URL", ws_url(&refusing));
+    let tether_http = Child::start(&upstream, &[refused_ws])?;
     let floor = Child::floor(&upstream)?;
     let turn = common::agent_turn(20, 8_000, false, "tools=0,answer=200");
     let body = Bytes::from(turn.to_string());
