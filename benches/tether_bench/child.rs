@@ -86,6 +86,17 @@ pub fn use_tether(bin: Option<PathBuf>) {
     *TETHER.lock().unwrap_or_else(|e| e.into_inner()) = bin;
 }
 
+/// The tether binary whose `emulate` [`Child::emulator`] runs, when not the
+/// one next to this binary.
+static EMULATOR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Has [`Child::emulator`] run `bin`'s emulator (`--emulator-bin`: e.g. the
+/// plain release build's, to measure a profile-guided tether against the
+/// same upstream as the plain one).
+pub fn use_emulator(bin: Option<PathBuf>) {
+    *EMULATOR.lock().unwrap_or_else(|e| e.into_inner()) = bin;
+}
+
 /// The `tether` binary next to this one (where `cargo build --bins` puts it).
 pub fn sibling_tether() -> std::io::Result<PathBuf> {
     Ok(std::env::current_exe()?.with_file_name("tether"))
@@ -129,12 +140,17 @@ impl Child {
     }
 
     /// Starts the emulator of this build (`tether emulate`, the `tether`
-    /// next to this binary whichever one [`use_tether`] named) on the zero
+    /// next to this binary whichever one [`use_tether`] named, or the one
+    /// [`use_emulator`] named) on the zero
     /// cost profile, answering WebSocket upgrades as `ws` says: the
     /// upstream of the timing scenarios, a process of its own like a
     /// remote service.
     pub fn emulator(ws: WsMode) -> anyhow::Result<Child> {
-        let bin = sibling_tether()?;
+        let chosen = EMULATOR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let bin = match chosen {
+            Some(bin) => bin,
+            None => sibling_tether()?,
+        };
         anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
         let tag = next_tag();
         let log = std::env::temp_dir().join(format!("tether-bench-emulator-{tag}.log"));

@@ -36,6 +36,10 @@ struct Cli {
     /// this one (the harness of the figures before 2026-12-02 16:00).
     #[arg(long, global = true, value_enum, default_value_t = common::Placement::Process)]
     emulator: common::Placement,
+    /// The tether binary whose `emulate` is that process [default: the
+    /// `tether` next to this binary].
+    #[arg(long, global = true)]
+    emulator_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -174,6 +178,7 @@ fn main() -> anyhow::Result<()> {
         return floor::serve(upstream);
     }
     common::place_emulator(cli.emulator);
+    child::use_emulator(cli.emulator_bin.clone());
     // On SIGINT or SIGTERM the scenario is dropped, and with it the child
     // processes it started (tether, nginx, the floor), before exiting.
     let outcome = tokio::runtime::Runtime::new()?.block_on(async {
