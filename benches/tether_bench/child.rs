@@ -148,7 +148,10 @@ impl Child {
     pub fn emulator(ws: WsMode) -> anyhow::Result<Child> {
         let chosen = EMULATOR.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let bin = match chosen {
-            Some(bin) => bin,
+            Some(bin) => {
+                anyhow::ensure!(bin.exists(), "--emulator-bin: {} not found", bin.display());
+                bin
+            }
             None => sibling_tether()?,
         };
         anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
