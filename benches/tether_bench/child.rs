@@ -139,22 +139,23 @@ impl Child {
         Child::spawn(cmd, log)
     }
 
-    /// Starts the emulator of this build (`tether emulate`, the `tether`
-    /// next to this binary whichever one [`use_tether`] named, or the one
-    /// [`use_emulator`] named) on the zero
-    /// cost profile, answering WebSocket upgrades as `ws` says: the
-    /// upstream of the timing scenarios, a process of its own like a
-    /// remote service.
+    /// Starts an emulator (`tether emulate`) on the zero cost profile,
+    /// answering WebSocket upgrades as `ws` says: the upstream of the timing
+    /// scenarios, a process of its own like a remote service. It is the
+    /// `tether` next to this binary's, not the one [`use_tether`] named (both
+    /// sides of `compare` meet the same upstream), unless [`use_emulator`]
+    /// named another.
     pub fn emulator(ws: WsMode) -> anyhow::Result<Child> {
         let chosen = EMULATOR.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let bin = match chosen {
-            Some(bin) => {
-                anyhow::ensure!(bin.exists(), "--emulator-bin: {} not found", bin.display());
-                bin
-            }
+            Some(bin) => bin,
             None => sibling_tether()?,
         };
-        anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
+        anyhow::ensure!(
+            bin.exists(),
+            "{} not found (--emulator-bin, or `cargo build --bins`)",
+            bin.display()
+        );
         let tag = next_tag();
         let log = std::env::temp_dir().join(format!("tether-bench-emulator-{tag}.log"));
         let mut cmd = ends_with_this_process(&bin);

@@ -42,7 +42,7 @@ pub enum Placement {
     #[default]
     Process,
     /// Inside `tether-bench`, on the load generator's runtime (the harness
-    /// of every figure before 2026-12-02 16:00): a direct request never
+    /// of every figure before 2026-12-02 15:40): a direct request never
     /// leaves this process.
     InProcess,
 }

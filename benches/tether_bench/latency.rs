@@ -287,7 +287,8 @@ async fn stream_once(c: &HttpClient, url: &str, body: Bytes) -> anyhow::Result<(
 
 /// Closed-loop load at rising concurrency; the best rate with p99 < 10 ms.
 /// Every level also notes the CPU time per request of this process (the
-/// load generator and the emulator) and of tether: on a shared machine the
+/// load generator, and the emulator when it runs inside), of the emulator
+/// when it has a process of its own, and of tether: on a shared machine the
 /// ratio of the rates is the ratio of what a request costs all processes.
 pub async fn throughput(seconds: f64, only: Side) -> anyhow::Result<serde_json::Value> {
     let (upstream, emu) = common::timing_upstream(WsMode::Enabled).await?;

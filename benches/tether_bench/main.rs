@@ -33,7 +33,7 @@ struct Cli {
     quick: bool,
     /// Where `overhead`, `stream` and `throughput` (and `compare`) run their
     /// emulator: a process of its own, like a remote upstream, or inside
-    /// this one (the harness of the figures before 2026-12-02 16:00).
+    /// this one (the harness of the figures before 2026-12-02 15:40).
     #[arg(long, global = true, value_enum, default_value_t = common::Placement::Process)]
     emulator: common::Placement,
     /// The tether binary whose `emulate` is that process [default: the
