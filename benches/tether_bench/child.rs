@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -86,17 +86,6 @@ pub fn use_tether(bin: Option<PathBuf>) {
     *TETHER.lock().unwrap_or_else(|e| e.into_inner()) = bin;
 }
 
-/// The tether binary whose `emulate` [`Child::emulator`] runs, when not the
-/// one next to this binary.
-static EMULATOR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-
-/// Has [`Child::emulator`] run `bin`'s emulator (`--emulator-bin`: e.g. the
-/// plain release build's, to measure a profile-guided tether against the
-/// same upstream as the plain one).
-pub fn use_emulator(bin: Option<PathBuf>) {
-    *EMULATOR.lock().unwrap_or_else(|e| e.into_inner()) = bin;
-}
-
 /// The `tether` binary next to this one (where `cargo build --bins` puts it).
 pub fn sibling_tether() -> std::io::Result<PathBuf> {
     Ok(std::env::current_exe()?.with_file_name("tether"))
@@ -141,14 +130,13 @@ impl Child {
 
     /// Starts an emulator (`tether emulate`) on the zero cost profile,
     /// answering WebSocket upgrades as `ws` says: the upstream of the timing
-    /// scenarios, a process of its own like a remote service. It is the
-    /// `tether` next to this binary's, not the one [`use_tether`] named (both
-    /// sides of `compare` meet the same upstream), unless [`use_emulator`]
-    /// named another.
-    pub fn emulator(ws: WsMode) -> anyhow::Result<Child> {
-        let chosen = EMULATOR.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let bin = match chosen {
-            Some(bin) => bin,
+    /// scenarios, a process of its own like a remote service. It is `bin`'s
+    /// (`--emulator-bin`), else the `tether` next to this binary's, not the
+    /// one [`use_tether`] named (both sides of `compare` meet the same
+    /// upstream).
+    pub fn emulator(ws: WsMode, bin: Option<&Path>) -> anyhow::Result<Child> {
+        let bin = match bin {
+            Some(bin) => bin.to_path_buf(),
             None => sibling_tether()?,
         };
         anyhow::ensure!(

@@ -2,6 +2,7 @@
 //! percentiles, and writing results.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -57,17 +58,22 @@ impl Placement {
     }
 }
 
-/// The placement `main` chose (`--emulator`).
-static PLACEMENT: std::sync::Mutex<Placement> = std::sync::Mutex::new(Placement::Process);
+/// Where [`timing_upstream`] puts the emulator (`--emulator`), and the
+/// tether binary whose `emulate` it runs in a process (`--emulator-bin`;
+/// `None`: the one next to this binary), as `main` chose them.
+static EMULATOR: std::sync::Mutex<(Placement, Option<PathBuf>)> =
+    std::sync::Mutex::new((Placement::Process, None));
 
-/// Sets where [`timing_upstream`] puts the emulator.
-pub fn place_emulator(p: Placement) {
-    *PLACEMENT.lock().unwrap_or_else(|e| e.into_inner()) = p;
+/// Sets where [`timing_upstream`] puts the emulator, and whose it runs (e.g.
+/// the plain release build's, to measure a profile-guided tether against the
+/// same upstream as the plain one).
+pub fn place_emulator(p: Placement, bin: Option<PathBuf>) {
+    *EMULATOR.lock().unwrap_or_else(|e| e.into_inner()) = (p, bin);
 }
 
 /// Where [`timing_upstream`] puts the emulator.
 pub fn placement() -> Placement {
-    *PLACEMENT.lock().unwrap_or_else(|e| e.into_inner())
+    EMULATOR.lock().unwrap_or_else(|e| e.into_inner()).0
 }
 
 /// A running emulator, stopped on drop, wherever it runs.
@@ -92,9 +98,10 @@ impl Upstream {
 /// The zero-cost emulator of a timing scenario, placed as `--emulator`
 /// says, answering WebSocket upgrades as `ws` says; returns its base URL.
 pub async fn timing_upstream(ws: emulator::WsMode) -> anyhow::Result<(String, Upstream)> {
-    Ok(match placement() {
+    let (placement, bin) = EMULATOR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(match placement {
         Placement::Process => {
-            let child = crate::child::Child::emulator(ws)?;
+            let child = crate::child::Child::emulator(ws, bin.as_deref())?;
             (child.base_url(), Upstream::Process(child))
         }
         Placement::InProcess => {

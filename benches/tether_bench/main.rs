@@ -177,10 +177,9 @@ fn main() -> anyhow::Result<()> {
     if let Scenario::FloorProxy { upstream } = &cli.scenario {
         return floor::serve(upstream);
     }
-    common::place_emulator(cli.emulator);
-    child::use_emulator(cli.emulator_bin.clone());
+    common::place_emulator(cli.emulator, cli.emulator_bin.clone());
     // On SIGINT or SIGTERM the scenario is dropped, and with it the child
-    // processes it started (tether, nginx, the floor), before exiting.
+    // processes it started (tether, the emulator, nginx, the floor), before exiting.
     let outcome = tokio::runtime::Runtime::new()?.block_on(async {
         tokio::select! {
             done = scenarios(cli) => Ok(done),
