@@ -120,6 +120,14 @@ enum Scenario {
         #[arg(long)]
         size: Option<f64>,
     },
+    /// The targets over several runs: the JSON files `all` (or one
+    /// scenario) wrote, each judged as in its run; per target, in how many
+    /// runs it was met and the median and range of its figure.
+    Verdict {
+        /// The runs' JSON files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// A bare hyper reverse proxy (the floor reference `overhead` runs as a
     /// child process); serves until killed.
     #[command(hide = true)]
@@ -168,7 +176,9 @@ async fn run(s: &Scenario, quick: bool) -> anyhow::Result<serde_json::Value> {
             };
             compare::compare(*scenario, baseline, &candidate, rounds, size).await?
         }
-        Scenario::All | Scenario::FloorProxy { .. } => unreachable!("handled by the caller"),
+        Scenario::All | Scenario::FloorProxy { .. } | Scenario::Verdict { .. } => {
+            unreachable!("handled by the caller")
+        }
     })
 }
 
@@ -176,6 +186,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Scenario::FloorProxy { upstream } = &cli.scenario {
         return floor::serve(upstream);
+    }
+    if let Scenario::Verdict { files } = &cli.scenario {
+        let summary = targets::over_runs(files)?;
+        if let Some(path) = &cli.json {
+            std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+        }
+        return Ok(());
     }
     common::place_emulator(cli.emulator, cli.emulator_bin.clone());
     // On SIGINT or SIGTERM the scenario is dropped, and with it the child

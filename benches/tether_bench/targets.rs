@@ -9,6 +9,13 @@ struct Verdict {
     value: String,
     bound: String,
     met: bool,
+    /// The one number the target is about (tether's added p99, the share,
+    /// the ratio…), in `unit`: what `verdict` takes the median of.
+    figure: f64,
+    unit: &'static str,
+    /// What the bound compares the figure with, when measured in the same
+    /// run (nginx's added p99).
+    reference: Option<f64>,
 }
 
 /// The verdicts for every target whose scenario is in `results` (keyed by
@@ -22,12 +29,18 @@ fn verdicts(results: &serde_json::Map<String, Value>) -> Vec<Verdict> {
         let nginx = num("overhead", &["nginx_added_p99_us"]);
         out.push(Verdict {
             name: "overhead added_p99_us",
-            value: format!("{added:.0} µs"),
+            value: match nginx {
+                Some(n) => format!("{added:.0} µs (nginx's {n:.0} µs)"),
+                None => format!("{added:.0} µs"),
+            },
             bound: match nginx {
-                Some(n) => format!("≤ 150 µs and ≤ nginx's {n:.0} µs"),
+                Some(_) => "≤ 150 µs and ≤ nginx's".into(),
                 None => "≤ 150 µs (nginx not run)".into(),
             },
             met: added <= 150.0 && nginx.is_none_or(|n| added <= n),
+            figure: added,
+            unit: "µs",
+            reference: nginx,
         });
     }
     if let Some(ttfe) = num("stream", &["added_ttfe_p99_us"]) {
@@ -36,6 +49,9 @@ fn verdicts(results: &serde_json::Map<String, Value>) -> Vec<Verdict> {
             value: format!("{ttfe:.0} µs"),
             bound: "≤ 200 µs".into(),
             met: ttfe <= 200.0,
+            figure: ttfe,
+            unit: "µs",
+            reference: None,
         });
     }
     if let (Some(t), Some(d)) = (num("throughput", &["tether_rps"]), num("throughput", &["direct_rps"])) {
@@ -45,6 +61,9 @@ fn verdicts(results: &serde_json::Map<String, Value>) -> Vec<Verdict> {
             value: format!("{:.1}%", share * 100.0),
             bound: "≥ 50%".into(),
             met: share >= 0.5,
+            figure: share * 100.0,
+            unit: "%",
+            reference: None,
         });
     }
     if let (Some(errors), Some(mismatches)) =
@@ -56,6 +75,9 @@ fn verdicts(results: &serde_json::Map<String, Value>) -> Vec<Verdict> {
             value: format!("{errors:.0} / {mismatches:.0} of {n:.0} conversations"),
             bound: "0 / 0".into(),
             met: errors == 0.0 && mismatches == 0.0,
+            figure: errors + mismatches,
+            unit: "errors and mismatches",
+            reference: None,
         });
     }
     if let (Some(peak), Some(idle)) =
@@ -66,6 +88,9 @@ fn verdicts(results: &serde_json::Map<String, Value>) -> Vec<Verdict> {
             value: format!("{peak:.1} / {idle:.1} MB"),
             bound: "< 200 / < 20 MB".into(),
             met: peak < 200.0 && idle < 20.0,
+            figure: peak,
+            unit: "MB at peak",
+            reference: None,
         });
     }
     if let Some(ratio) = num("loop", &["zero", "bytes_ratio"]) {
@@ -74,6 +99,9 @@ fn verdicts(results: &serde_json::Map<String, Value>) -> Vec<Verdict> {
             value: format!("{ratio:.3}"),
             bound: "≤ 0.12".into(),
             met: ratio <= 0.12,
+            figure: ratio,
+            unit: "",
+            reference: None,
         });
     }
     if let Some(share) = num("loop", &["zero", "cached_token_share"]) {
@@ -82,6 +110,9 @@ fn verdicts(results: &serde_json::Map<String, Value>) -> Vec<Verdict> {
             value: format!("{share:.3}"),
             bound: "≥ 0.9".into(),
             met: share >= 0.9,
+            figure: share,
+            unit: "",
+            reference: None,
         });
     }
     if let (Some(added), Some(parse)) =
@@ -93,6 +124,9 @@ fn verdicts(results: &serde_json::Map<String, Value>) -> Vec<Verdict> {
             value: format!("{added:.0} / {parse:.0} µs = {ratio:.2}×"),
             bound: "≤ 1.5×".into(),
             met: ratio <= 1.5,
+            figure: ratio,
+            unit: "×",
+            reference: None,
         });
     }
     out
@@ -117,9 +151,163 @@ pub fn judge(results: &serde_json::Map<String, Value>, quick: bool) -> Value {
     all.iter()
         .map(|v| {
             let met = if quick { Value::Null } else { json!(v.met) };
-            json!({"target": v.name, "value": v.value, "bound": v.bound, "met": met})
+            json!({"target": v.name, "value": v.value, "bound": v.bound, "met": met,
+                   "figure": v.figure, "unit": v.unit, "reference": v.reference})
         })
         .collect()
+}
+
+/// One target over several runs, from the `targets` each run's JSON holds.
+#[derive(Debug, Default)]
+struct Tally {
+    runs: usize,
+    met: usize,
+    figures: Vec<f64>,
+    unit: String,
+    bounds: Vec<String>,
+    references: Vec<f64>,
+}
+
+/// The median of `xs` (the mean of the middle two for an even count).
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The targets over several runs' JSON documents (`name`, document): for
+/// each, in how many runs it was met, and the median and range of its
+/// figure. On this machine a single run's timing verdicts follow the
+/// spell it fell in; this is the view that does not.
+fn tally(docs: &[(String, Value)]) -> anyhow::Result<Vec<(String, Tally)>> {
+    let mut out: Vec<(String, Tally)> = Vec::new();
+    for (name, doc) in docs {
+        for (target, met, figure, unit, bound, reference) in judged(name, doc)? {
+            let i = match out.iter().position(|(n, _)| *n == target) {
+                Some(i) => i,
+                None => {
+                    out.push((target, Tally::default()));
+                    out.len() - 1
+                }
+            };
+            let tally = &mut out[i].1;
+            tally.runs += 1;
+            tally.met += usize::from(met);
+            if let Some(f) = figure {
+                tally.figures.push(f);
+                tally.unit = unit;
+            }
+            tally.bounds.push(bound);
+            tally.references.extend(reference);
+        }
+    }
+    Ok(out)
+}
+
+/// One run's verdicts: (target, met, figure, unit, bound). A document of
+/// `all` is judged again from its figures (so runs written before the
+/// figure was kept in `targets` have one too); one scenario's document
+/// by the `targets` it holds. A `--quick` run's are refused.
+type Judged = (String, bool, Option<f64>, String, String, Option<f64>);
+fn judged(name: &str, doc: &Value) -> anyhow::Result<Vec<Judged>> {
+    let stored = doc.get("targets").and_then(Value::as_array);
+    if stored.is_some_and(|ts| ts.iter().any(|t| t["met"].is_null())) {
+        anyhow::bail!("{name}: its targets were not judged (a --quick run?)");
+    }
+    if let Some(results) = doc.as_object() {
+        let again = verdicts(results);
+        if !again.is_empty() {
+            return Ok(again
+                .into_iter()
+                .map(|v| {
+                    (v.name.to_string(), v.met, Some(v.figure), v.unit.to_string(), v.bound, v.reference)
+                })
+                .collect());
+        }
+    }
+    let Some(stored) = stored else {
+        anyhow::bail!(
+            "{name}: no `targets` (write it with `tether-bench all --json` or one scenario's --json)"
+        );
+    };
+    Ok(stored
+        .iter()
+        .map(|t| {
+            let text = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+            (
+                text("target"),
+                t["met"].as_bool().unwrap_or(false),
+                t["figure"].as_f64(),
+                text("unit"),
+                text("bound"),
+                t["reference"].as_f64(),
+            )
+        })
+        .collect())
+}
+
+/// `tether-bench verdict FILE…`: prints the targets over the runs the
+/// files hold and returns the same as JSON.
+pub fn over_runs(files: &[std::path::PathBuf]) -> anyhow::Result<Value> {
+    anyhow::ensure!(!files.is_empty(), "verdict: name the JSON files of one or more runs");
+    let mut docs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let doc: Value =
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON ({e})", f.display()))?;
+        docs.push((f.display().to_string(), doc));
+    }
+    let tallies = tally(&docs)?;
+    println!("targets (issue #8) over {} runs", docs.len());
+    let mut rows = Vec::new();
+    for (name, t) in &tallies {
+        let bound = if t.bounds.windows(2).all(|w| w[0] == w[1]) {
+            t.bounds.first().cloned().unwrap_or_default()
+        } else {
+            "(not the same in every run)".to_string()
+        };
+        let figures = if t.figures.is_empty() {
+            String::new()
+        } else {
+            let (lo, hi) =
+                t.figures.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+            format!("median {}{} ({}–{})", fmt(median(&t.figures)), spaced(&t.unit), fmt(lo), fmt(hi))
+        };
+        let figures = match t.references.is_empty() {
+            true => figures,
+            false => format!("{figures}; nginx's median {} µs", fmt(median(&t.references))),
+        };
+        println!("  {name:<46} met in {:>2} of {:<2}  {bound:<24} {figures}", t.met, t.runs);
+        rows.push(json!({
+            "target": name, "runs": t.runs, "met": t.met, "bound": bound, "unit": t.unit,
+            "median": if t.figures.is_empty() { Value::Null } else { json!(median(&t.figures)) },
+            "figures": t.figures,
+            "reference_median": if t.references.is_empty() { Value::Null } else { json!(median(&t.references)) },
+        }));
+    }
+    Ok(json!({"runs": docs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), "targets": rows}))
+}
+
+/// A unit after a number: " µs", "%", "×".
+fn spaced(unit: &str) -> String {
+    match unit {
+        "" | "%" | "×" => unit.to_string(),
+        u => format!(" {u}"),
+    }
+}
+
+/// A figure with the precision its size deserves.
+fn fmt(x: f64) -> String {
+    match x.abs() {
+        _ if x.fract() == 0.0 => format!("{x:.0}"),
+        a if a >= 100.0 => format!("{x:.0}"),
+        a if a >= 10.0 => format!("{x:.1}"),
+        _ => format!("{x:.3}"),
+    }
 }
 
 #[cfg(test)]
@@ -164,5 +352,52 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert!(!v[0].met);
         assert_eq!(judge(&results(json!({"soak": {"passed": true}})), false), Value::Null);
+    }
+
+    fn run(added_p99: f64, nginx_p99: f64, share: f64) -> Value {
+        let r = results(json!({
+            "overhead": {"added_p99_us": added_p99, "nginx_added_p99_us": nginx_p99},
+            "throughput": {"tether_rps": share * 1000.0, "direct_rps": 1000.0},
+        }));
+        let mut doc = Value::Object(r.clone());
+        doc["targets"] = judge(&r, false);
+        doc
+    }
+
+    #[test]
+    fn runs_are_tallied_per_target() {
+        let docs = vec![
+            ("a".to_string(), run(140.0, 160.0, 0.40)),
+            ("b".to_string(), run(300.0, 200.0, 0.55)),
+            ("c".to_string(), run(120.0, 130.0, 0.60)),
+        ];
+        let t = tally(&docs).unwrap();
+        assert_eq!(t.len(), 2);
+        let (name, over) = &t[0];
+        assert_eq!(name, "overhead added_p99_us");
+        assert_eq!((over.runs, over.met), (3, 2));
+        assert_eq!(median(&over.figures), 140.0);
+        assert_eq!(over.unit, "µs");
+        let (name, share) = &t[1];
+        assert_eq!(name, "throughput tether_rps / direct_rps");
+        assert_eq!((share.runs, share.met), (3, 2));
+        assert!((median(&share.figures) - 55.0).abs() < 1e-9);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn unjudged_or_foreign_documents_are_refused() {
+        let quick = results(json!({"stream": {"added_ttfe_p99_us": 1.0}}));
+        let doc = json!({"targets": judge(&quick, true)});
+        let err = tally(&[("q.json".into(), doc)]).unwrap_err().to_string();
+        assert!(err.contains("q.json") && err.contains("not judged"), "{err}");
+        let err = tally(&[("x.json".into(), json!({"soak": {}}))]).unwrap_err().to_string();
+        assert!(err.contains("x.json") && err.contains("no `targets`"), "{err}");
+        // One scenario's document (its figures not keyed by scenario) is
+        // counted by the targets it holds.
+        let one = json!({"added_ttfe_p99_us": 90.0, "targets": [{"target": "stream added_ttfe_p99_us",
+            "value": "90 µs", "bound": "≤ 200 µs", "met": true, "figure": 90.0, "unit": "µs"}]});
+        let t = tally(&[("s.json".into(), one)]).unwrap();
+        assert_eq!((t[0].1.runs, t[0].1.met, t[0].1.figures.clone()), (1, 1, vec![90.0]));
     }
 }
