@@ -4,12 +4,15 @@
 //! broadcast channel. Publishing never waits: a reader that falls behind
 //! loses the oldest records (counted in `tether_debug_events_dropped_total`
 //! and announced to it as an SSE comment), and the proxy never slows down.
+//! A reader's stream never ends on its own: on shutdown tether ends every
+//! one (after the records already queued for it), so an open `tether tail`
+//! does not hold the drain up for `server.shutdown_grace`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, header};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::http::body::{self, Body};
 use crate::metrics::Metrics;
@@ -21,6 +24,8 @@ pub const BUFFER: usize = 1024;
 #[derive(Debug)]
 pub struct Events {
     tx: broadcast::Sender<(u128, Arc<str>)>,
+    /// Set once, on shutdown: every reader's stream ends.
+    closing: watch::Sender<bool>,
 }
 
 impl Default for Events {
@@ -32,7 +37,13 @@ impl Default for Events {
 impl Events {
     /// A stream that buffers `capacity` records per reader.
     pub fn with_capacity(capacity: usize) -> Events {
-        Events { tx: broadcast::channel(capacity.max(1)).0 }
+        Events { tx: broadcast::channel(capacity.max(1)).0, closing: watch::channel(false).0 }
+    }
+
+    /// Ends every reader's stream, now and for readers still to come, once
+    /// the records already queued for it are sent.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Publishes one JSON record of `tenant`'s (a no-op without readers).
@@ -52,13 +63,24 @@ impl Events {
     /// credentials sees its own turns and no one else's).
     pub fn sse(&self, metrics: Arc<Metrics>, only: Option<u128>) -> Response<Body> {
         let mut rx = self.tx.subscribe();
+        let mut closing = self.closing.subscribe();
         let (out, body) = body::channel(16);
         tokio::spawn(async move {
             if out.send(Bytes::from_static(b": tether decision stream\n\n")).await.is_err() {
                 return;
             }
             loop {
-                let chunk = match rx.recv().await {
+                let next = tokio::select! {
+                    biased;
+                    next = rx.recv() => Some(next),
+                    // (The guard `wait_for` returns is not held across an await.)
+                    _ = async { closing.wait_for(|closing| *closing).await.map(|_| ()) } => None,
+                };
+                let Some(next) = next else {
+                    let _ = out.send(Bytes::from_static(b": tether is shutting down\n\n")).await;
+                    return;
+                };
+                let chunk = match next {
                     Ok((tenant, _)) if only.is_some_and(|t| t != tenant) => continue,
                     Ok((_, json)) => Bytes::from(format!("event: turn\ndata: {json}\n\n")),
                     Err(broadcast::error::RecvError::Lagged(n)) => {

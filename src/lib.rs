@@ -87,6 +87,7 @@ impl App {
     /// Called once the listener is closed.
     pub fn begin_shutdown(&self) {
         self.managed.begin_shutdown();
+        self.events.close();
     }
 
     /// Called after the connections are drained: closes upstream sockets

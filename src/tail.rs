@@ -122,6 +122,8 @@ pub async fn run(url: &str, out: &mut (dyn Write + Send)) -> anyhow::Result<()> 
                     }
                 } else if let Some(comment) = line.strip_prefix(": dropped") {
                     writeln!(out, "-- dropped{comment}")?;
+                } else if line == ": tether is shutting down" {
+                    writeln!(out, "-- tether is shutting down")?;
                 }
             }
         }

@@ -263,3 +263,38 @@ fn a_full_log_sink_does_not_fail_requests() {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
     assert!(child.0.wait().unwrap().success(), "tether exits cleanly");
 }
+
+#[tokio::test]
+async fn closing_ends_every_reader_after_what_was_queued_for_it() {
+    let events = tether::events::Events::default();
+    let metrics = std::sync::Arc::new(Metrics::default());
+    let early = events.sse(metrics.clone(), None);
+    tokio::task::yield_now().await;
+    events.publish(0, || "{\"n\":1}".to_string());
+    events.close();
+    // Published and closed before the reader read anything: it gets the
+    // record, then the notice, then the end of its stream.
+    let text = String::from_utf8(early.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let record = text.find("\"n\":1").expect("the queued record");
+    let notice = text.find(": tether is shutting down").expect("the notice");
+    assert!(record < notice, "{text}");
+    // A reader that comes after the close ends at once.
+    let late = events.sse(metrics, None);
+    let text = tokio::time::timeout(Duration::from_secs(5), late.into_body().collect()).await.expect("ended");
+    assert!(String::from_utf8_lossy(&text.unwrap().to_bytes()).contains("shutting down"));
+}
+
+#[tokio::test]
+async fn an_open_event_reader_does_not_hold_up_shutdown() {
+    let (_emu, mut t) = common::emulator_and_tether(EmulatorConfig::default(), |c| {
+        c.server.shutdown_grace = Duration::from_secs(60);
+    })
+    .await;
+    let tap = EventTap::start(t.addr).await;
+    let mut c = Conversation::new(&t.base(), "sk-tap", false);
+    assert_eq!(c.turn().await.status, 200);
+    tap.wait_for(1).await;
+    t.stop();
+    // Far less than the grace: the reader's stream ends when the drain begins.
+    tokio::time::timeout(Duration::from_secs(10), &mut t.done).await.expect("shut down").unwrap();
+}
