@@ -254,10 +254,23 @@ impl Child {
     }
 }
 
+/// How long a child has to exit after SIGTERM before it is killed (tether
+/// drains open requests for up to its `shutdown_grace`; the bench has
+/// nothing left to wait for).
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Drop for Child {
     fn drop(&mut self) {
         if let Ok(None) = self.proc.try_wait() {
             let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+            let deadline = std::time::Instant::now() + STOP_WAIT;
+            while let Ok(None) = self.proc.try_wait() {
+                if std::time::Instant::now() >= deadline {
+                    let _ = self.proc.kill();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let _ = self.proc.wait();
         }
     }
