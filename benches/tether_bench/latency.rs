@@ -133,9 +133,14 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
     Ok(out)
 }
 
-/// Streaming turns with 64 deltas: added time to first event (unpaced, so
-/// timer granularity does not blur it) and added gap between events (paced
-/// 2 ms apart by the emulator). Two more references split the added time:
+/// Streaming turns with 64 deltas: added time to first event and added gap
+/// between events. Time to first event is measured on turns streamed as the
+/// service streams them (the head events at once, the deltas after a 2 ms
+/// time to first token: `added_ttfe_*`), and again on turns whose 72
+/// events all come at once (`unpaced_added_ttfe_*`: the burst of deltas
+/// then competes for the two cores with the first event's delivery; the
+/// only definition before 2026-12-02 18:00); the gap between events on
+/// turns the emulator paces 2 ms apart. Two more references split the added time:
 /// the emulator's own WebSocket path (a plain WebSocket client, no tether),
 /// and tether's own share of each turn from its decision records (time to
 /// the first event minus the upstream's). As in `overhead`, the paths take
@@ -146,10 +151,14 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
     let tether = Child::start(&upstream, &[])?;
     let warm = turns.min(80);
     let unpaced = common::agent_turn(20, 8_000, true, "tools=0,answer=4096,delta=64");
+    // As the service streams: the head events at once, the deltas after a
+    // time to first token (2 ms: one or two of the emulator's timer ticks).
+    let mut headed = unpaced.clone();
+    headed["metadata"]["emulator_fault"] = json!(format!("first_token={FIRST_TOKEN_MS}"));
     let mut paced = unpaced.clone();
     paced["metadata"]["emulator_fault"] = json!("slow=2");
-    let ws_frame = ws_frame(&unpaced);
-    let (unpaced, paced) = (Bytes::from(unpaced.to_string()), Bytes::from(paced.to_string()));
+    let frames = [ws_frame(&headed), ws_frame(&unpaced)];
+    let [headed, unpaced, paced] = [headed, unpaced, paced].map(|v| Bytes::from(v.to_string()));
     let c = common::client();
     let tap = crate::events::Tap::start(tether.socket_addr()?).await?;
     let [direct, via] = [format!("{upstream}/responses"), tether.responses_url()];
@@ -162,55 +171,106 @@ pub async fn stream(turns: usize) -> anyhow::Result<serde_json::Value> {
         stream_once(&c, &direct, unpaced.clone()).await?;
         stream_once(&c, &via, unpaced.clone()).await?;
     }
-    let mut ws = WsTurns::open(&ws_url(&upstream), ws_frame).await?;
-    ws.turn().await?;
-    let (mut dt, mut tt, mut direct_ws) =
-        (Vec::with_capacity(turns), Vec::with_capacity(turns), Vec::with_capacity(turns));
     // tether's CPU and context switches over the measured turns (65 events each).
     let before = crate::child::usage(tether.pid);
-    for i in 0..turns {
-        for k in 0..3 {
-            match (i + k) % 3 {
-                0 => dt.push(stream_once(&c, &direct, unpaced.clone()).await?.0),
-                1 => tt.push(stream_once(&c, &via, unpaced.clone()).await?.0),
-                _ => direct_ws.push(ws.turn().await?.0),
+    // Time to first event: the three paths take turns, request by request,
+    // first on turns whose tokens follow a time to first token, then on
+    // turns whose events all come at once.
+    let mut ttfe = Vec::new();
+    for (body, frame) in [headed, unpaced].into_iter().zip(frames) {
+        let mut ws = WsTurns::open(&ws_url(&upstream), frame).await?;
+        ws.turn().await?;
+        let mut t = Ttfe::with_capacity(turns);
+        for i in 0..turns {
+            for k in 0..3 {
+                match (i + k) % 3 {
+                    0 => t.direct.push(stream_once(&c, &direct, body.clone()).await?.0),
+                    1 => t.tether.push(stream_once(&c, &via, body.clone()).await?.0),
+                    _ => t.direct_ws.push(ws.turn().await?.0),
+                }
             }
         }
+        ttfe.push(t);
     }
-    let (cpu, switches) = crate::child::usage(tether.pid).per(before, turns);
+    let (cpu, switches) = crate::child::usage(tether.pid).per(before, 2 * turns);
     // tether's records of its warm-up and measured turns, in order: time
     // before sending upstream, and the upstream's own time to first event.
-    let mut own = Vec::with_capacity(warm + turns);
-    for _ in 0..warm + turns {
+    let mut own = Vec::with_capacity(warm + 2 * turns);
+    for _ in 0..warm + 2 * turns {
         let r = tap.next(Duration::from_secs(10)).await?;
         let ms = |k: &str| Duration::from_secs_f64(r[k].as_f64().unwrap_or(0.0) / 1e3);
         own.push((ms("prepare_ms"), ms("ttfe_ms")));
     }
+    own.drain(..warm);
     let (mut dg, mut tg) = (Vec::new(), Vec::new());
     for _ in 0..turns.div_ceil(10) {
         dg.extend(stream_once(&c, &direct, paced.clone()).await?.1);
         tg.extend(stream_once(&c, &via, paced.clone()).await?.1);
     }
     let p = common::pct_us;
-    own.drain(..warm);
-    // tether's own share of each measured turn: its TTFE minus the upstream's.
-    let mut share: Vec<Duration> = tt.iter().zip(&own).map(|(t, (_, up))| t.saturating_sub(*up)).collect();
-    let (mut prep, mut up): (Vec<Duration>, Vec<Duration>) = own.into_iter().unzip();
-    Ok(json!({
+    let mut out = json!({
         "emulator": common::placement().name(),
-        "turns": turns, "warm_up_turns": warm, "paced_turns": turns.div_ceil(10), "events_per_turn": dg.len() / turns.div_ceil(10).max(1) + 1,
-        "direct_ttfe_p50_us": p(&mut dt, 50.0), "direct_ttfe_p99_us": p(&mut dt, 99.0),
-        "tether_ttfe_p50_us": p(&mut tt, 50.0), "tether_ttfe_p99_us": p(&mut tt, 99.0),
-        "added_ttfe_p50_us": p(&mut tt, 50.0) - p(&mut dt, 50.0),
-        "added_ttfe_p99_us": p(&mut tt, 99.0) - p(&mut dt, 99.0),
-        "direct_ws_ttfe_p50_us": p(&mut direct_ws, 50.0), "direct_ws_ttfe_p99_us": p(&mut direct_ws, 99.0),
-        "upstream_ws_ttfe_p50_us": p(&mut up, 50.0), "upstream_ws_ttfe_p99_us": p(&mut up, 99.0),
-        "tether_share_p50_us": p(&mut share, 50.0), "tether_share_p99_us": p(&mut share, 99.0),
-        "tether_prepare_p50_us": p(&mut prep, 50.0), "tether_prepare_p99_us": p(&mut prep, 99.0),
+        "turns": turns, "warm_up_turns": warm, "first_token_ms": FIRST_TOKEN_MS,
+        "paced_turns": turns.div_ceil(10), "events_per_turn": dg.len() / turns.div_ceil(10).max(1) + 1,
         "direct_gap_p99_us": p(&mut dg, 99.0), "tether_gap_p99_us": p(&mut tg, 99.0),
         "added_gap_p99_us": p(&mut tg, 99.0) - p(&mut dg, 99.0),
         "tether_cpu_us_per_turn": cpu.round(), "tether_switches_per_turn": switches,
-    }))
+    });
+    let unpaced_own = own.split_off(turns.min(own.len()));
+    for ((t, own), prefix) in ttfe.iter_mut().zip([own, unpaced_own]).zip(["", "unpaced_"]) {
+        for (k, v) in t.figures(own) {
+            out[format!("{prefix}{k}")] = v;
+        }
+    }
+    Ok(out)
+}
+
+/// The time to first token of the turns `stream` measures its time to first
+/// event on (`first_token=MS`: the emulator sends the head events at once).
+const FIRST_TOKEN_MS: u64 = 2;
+
+/// One set of `stream`'s time-to-first-event turns, per path.
+struct Ttfe {
+    direct: Vec<Duration>,
+    tether: Vec<Duration>,
+    direct_ws: Vec<Duration>,
+}
+
+impl Ttfe {
+    fn with_capacity(n: usize) -> Ttfe {
+        Ttfe {
+            direct: Vec::with_capacity(n),
+            tether: Vec::with_capacity(n),
+            direct_ws: Vec::with_capacity(n),
+        }
+    }
+
+    /// The set's figures; `own` is tether's (prepare, upstream TTFE) for each
+    /// of its turns, in order.
+    fn figures(&mut self, own: Vec<(Duration, Duration)>) -> Vec<(&'static str, serde_json::Value)> {
+        let p = common::pct_us;
+        // tether's own share of each turn: its TTFE minus the upstream's.
+        let mut share: Vec<Duration> =
+            self.tether.iter().zip(&own).map(|(t, (_, up))| t.saturating_sub(*up)).collect();
+        let (mut prep, mut up): (Vec<Duration>, Vec<Duration>) = own.into_iter().unzip();
+        let (d, t, w) = (&mut self.direct, &mut self.tether, &mut self.direct_ws);
+        vec![
+            ("direct_ttfe_p50_us", json!(p(d, 50.0))),
+            ("direct_ttfe_p99_us", json!(p(d, 99.0))),
+            ("tether_ttfe_p50_us", json!(p(t, 50.0))),
+            ("tether_ttfe_p99_us", json!(p(t, 99.0))),
+            ("added_ttfe_p50_us", json!(p(t, 50.0) - p(d, 50.0))),
+            ("added_ttfe_p99_us", json!(p(t, 99.0) - p(d, 99.0))),
+            ("direct_ws_ttfe_p50_us", json!(p(w, 50.0))),
+            ("direct_ws_ttfe_p99_us", json!(p(w, 99.0))),
+            ("upstream_ws_ttfe_p50_us", json!(p(&mut up, 50.0))),
+            ("upstream_ws_ttfe_p99_us", json!(p(&mut up, 99.0))),
+            ("tether_share_p50_us", json!(p(&mut share, 50.0))),
+            ("tether_share_p99_us", json!(p(&mut share, 99.0))),
+            ("tether_prepare_p50_us", json!(p(&mut prep, 50.0))),
+            ("tether_prepare_p99_us", json!(p(&mut prep, 99.0))),
+        ]
+    }
 }
 
 /// Turns over the emulator's own WebSocket mode, no tether: one socket,

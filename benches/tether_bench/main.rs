@@ -51,8 +51,9 @@ enum Scenario {
     },
     /// Streaming turns with 64 paced deltas: added time to first event and gaps.
     Stream {
-        /// Measured turns per path (a p99 of 1,000 is the tenth worst; of
-        /// 200, the second worst).
+        /// Measured turns per path, for each of the two kinds of time to
+        /// first event (a p99 of 1,000 is the tenth worst; of 200, the
+        /// second worst).
         #[arg(long, default_value_t = 1000)]
         turns: usize,
     },

@@ -13,6 +13,10 @@
 //! - `evict`: forget the connection's latest response before the request
 //!   (its continuation then gets `previous_response_not_found`);
 //! - `slow=MS`: wait MS milliseconds before each event;
+//! - `first_token=MS`: wait MS milliseconds before the first event that
+//!   carries output tokens (a model's time to first token); the events
+//!   before it (`response.created`, `response.in_progress`, the output
+//!   item's head) go at once, as the service sends them;
 //! - `refuse_upgrade=STATUS`: answer the next WebSocket upgrade with STATUS;
 //! - `malformed_at=N`: send a frame that is not JSON before event N;
 //! - `close=CODE[@N]`: send a close frame with CODE after N events (default 0);
@@ -69,6 +73,8 @@ pub enum FaultKind {
     Evict,
     /// Delay before each event.
     Slow(Duration),
+    /// Delay before the first event that carries output tokens.
+    FirstToken(Duration),
     /// Answer the WebSocket upgrade with this status.
     RefuseUpgrade(u16),
     /// A non-JSON frame before event N.
@@ -137,6 +143,7 @@ impl FromStr for Fault {
             "rate_limit" => FaultKind::RateLimit,
             "evict" => FaultKind::Evict,
             "slow" => FaultKind::Slow(Duration::from_millis(u64::from(num(arg)?))),
+            "first_token" => FaultKind::FirstToken(Duration::from_millis(u64::from(num(arg)?))),
             "refuse_upgrade" => FaultKind::RefuseUpgrade(status(arg)?),
             "malformed_at" => FaultKind::MalformedAt(num(arg)?),
             "close" => {
@@ -159,6 +166,7 @@ pub(crate) struct TurnFaults {
     pub rate_limit: bool,
     pub evict: bool,
     pub slow: Duration,
+    pub first_token: Duration,
     pub malformed_at: Option<u32>,
     pub close: Option<(u16, u32)>,
     pub no_pong: bool,
@@ -174,6 +182,7 @@ impl TurnFaults {
             FaultKind::RateLimit => self.rate_limit = true,
             FaultKind::Evict => self.evict = true,
             FaultKind::Slow(d) => self.slow = d,
+            FaultKind::FirstToken(d) => self.first_token = d,
             FaultKind::MalformedAt(n) => self.malformed_at = Some(n),
             FaultKind::Close { code, after } => self.close = Some((code, after)),
             FaultKind::NoPong => self.no_pong = true,
@@ -189,10 +198,11 @@ mod tests {
     #[test]
     fn parses_every_kind() {
         let all = "drop_after=3; ws:error_at=2:500:server_error; http:rate_limit; evict; slow=5; \
-                   refuse_upgrade=426; malformed_at=1; close=1011@2; close=1001; no_pong; failed_at=4";
+                   refuse_upgrade=426; malformed_at=1; close=1011@2; close=1001; no_pong; failed_at=4; first_token=7";
         let faults = Fault::parse_list(all).expect("parse");
-        assert_eq!(faults.len(), 11);
+        assert_eq!(faults.len(), 12);
         assert_eq!(faults[10].kind, FaultKind::FailedAt(4));
+        assert_eq!(faults[11].kind, FaultKind::FirstToken(Duration::from_millis(7)));
         assert_eq!(
             faults[1],
             Fault::ws(FaultKind::ErrorAt { event: 2, status: 500, code: "server_error".into() })

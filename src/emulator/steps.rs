@@ -39,9 +39,11 @@ impl Turn {
         let f = &self.faults;
         let mut steps = Vec::new();
         let mut carry = self.before_first;
+        let mut first_token = f.first_token;
         for (n, event) in self.events.iter().enumerate() {
             let n32 = u32::try_from(n).unwrap_or(u32::MAX);
-            let delay = std::mem::take(&mut carry) + f.slow + cost.decode(event.tokens);
+            let ttft = if event.tokens > 0 { std::mem::take(&mut first_token) } else { Duration::ZERO };
+            let delay = std::mem::take(&mut carry) + f.slow + ttft + cost.decode(event.tokens);
             let mut push = |action| steps.push(Step { delay, action });
             if f.drop_after == Some(n32) {
                 push(Action::Drop);

@@ -318,4 +318,37 @@ mod tests {
             assert_eq!(text_len(&v), v.to_string().len(), "{v}");
         }
     }
+
+    /// `first_token` delays the first event that carries output tokens, and
+    /// only that one: the head events go at once.
+    #[test]
+    fn first_token_waits_before_the_first_delta_only() {
+        let text = "a few words of output, split into several deltas";
+        let message = json!({"type": "message", "id": "msg_1", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]});
+        let completed = json!({"id": "resp_1", "status": "completed", "output": [message]});
+        let in_progress = json!({"id": "resp_1", "status": "in_progress", "output": []});
+        let faults = TurnFaults { first_token: Duration::from_millis(7), ..TurnFaults::default() };
+        let turn = Turn {
+            response_id: "resp_1".into(),
+            prompt: Prompt::of(&Map::new()),
+            parent_id: None,
+            store: false,
+            context: Vec::new(),
+            normal: Normal::of(&[]),
+            events: events::sequence(&in_progress, &completed, 8),
+            completed,
+            before_first: Duration::ZERO,
+            faults,
+        };
+        let steps = turn.steps(&super::super::cost::CostModel::zero());
+        let first_delta = turn.events.iter().position(|e| e.tokens > 0).expect("a delta");
+        assert!(first_delta >= 3, "head events come first");
+        assert!(turn.events.iter().filter(|e| e.tokens > 0).count() > 1, "several deltas");
+        let delays: Vec<Duration> = steps.iter().map(|s| s.delay).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let want = if i == first_delta { Duration::from_millis(7) } else { Duration::ZERO };
+            assert_eq!(*d, want, "step {i}");
+        }
+    }
 }
