@@ -139,7 +139,7 @@ pub async fn overhead(requests: usize) -> anyhow::Result<serde_json::Value> {
 /// time to first token: `added_ttfe_*`), and again on turns whose 72
 /// events all come at once (`unpaced_added_ttfe_*`: the burst of deltas
 /// then competes for the two cores with the first event's delivery; the
-/// only definition before 2026-12-02 18:00); the gap between events on
+/// only definition before 2026-12-02 17:50); the gap between events on
 /// turns the emulator paces 2 ms apart. Two more references split the added time:
 /// the emulator's own WebSocket path (a plain WebSocket client, no tether),
 /// and tether's own share of each turn from its decision records (time to
