@@ -157,7 +157,7 @@ pub fn judge(results: &serde_json::Map<String, Value>, quick: bool) -> Value {
         .collect()
 }
 
-/// One target over several runs, from the `targets` each run's JSON holds.
+/// One target over several runs.
 #[derive(Debug, Default)]
 struct Tally {
     runs: usize,
@@ -186,33 +186,43 @@ fn median(xs: &[f64]) -> f64 {
 fn tally(docs: &[(String, Value)]) -> anyhow::Result<Vec<(String, Tally)>> {
     let mut out: Vec<(String, Tally)> = Vec::new();
     for (name, doc) in docs {
-        for (target, met, figure, unit, bound, reference) in judged(name, doc)? {
-            let i = match out.iter().position(|(n, _)| *n == target) {
+        for v in judged(name, doc)? {
+            let i = match out.iter().position(|(n, _)| *n == v.target) {
                 Some(i) => i,
                 None => {
-                    out.push((target, Tally::default()));
+                    out.push((v.target, Tally::default()));
                     out.len() - 1
                 }
             };
             let tally = &mut out[i].1;
             tally.runs += 1;
-            tally.met += usize::from(met);
-            if let Some(f) = figure {
+            tally.met += usize::from(v.met);
+            if let Some(f) = v.figure {
                 tally.figures.push(f);
-                tally.unit = unit;
+                tally.unit = v.unit;
             }
-            tally.bounds.push(bound);
-            tally.references.extend(reference);
+            tally.bounds.push(v.bound);
+            tally.references.extend(v.reference);
         }
     }
     Ok(out)
 }
 
-/// One run's verdicts: (target, met, figure, unit, bound). A document of
-/// `all` is judged again from its figures (so runs written before the
-/// figure was kept in `targets` have one too); one scenario's document
-/// by the `targets` it holds. A `--quick` run's are refused.
-type Judged = (String, bool, Option<f64>, String, String, Option<f64>);
+/// One target's verdict in one run, as `verdict` reads it back.
+struct Judged {
+    target: String,
+    met: bool,
+    /// Absent in the `targets` of runs written before it was kept.
+    figure: Option<f64>,
+    unit: String,
+    bound: String,
+    reference: Option<f64>,
+}
+
+/// One run's verdicts. A document of `all` is judged again from its
+/// figures (so runs written before the figure was kept in `targets` have
+/// one too); one scenario's document by the `targets` it holds. A
+/// `--quick` run's are refused.
 fn judged(name: &str, doc: &Value) -> anyhow::Result<Vec<Judged>> {
     let stored = doc.get("targets").and_then(Value::as_array);
     if stored.is_some_and(|ts| ts.iter().any(|t| t["met"].is_null())) {
@@ -223,8 +233,13 @@ fn judged(name: &str, doc: &Value) -> anyhow::Result<Vec<Judged>> {
         if !again.is_empty() {
             return Ok(again
                 .into_iter()
-                .map(|v| {
-                    (v.name.to_string(), v.met, Some(v.figure), v.unit.to_string(), v.bound, v.reference)
+                .map(|v| Judged {
+                    target: v.name.to_string(),
+                    met: v.met,
+                    figure: Some(v.figure),
+                    unit: v.unit.to_string(),
+                    bound: v.bound,
+                    reference: v.reference,
                 })
                 .collect());
         }
@@ -238,14 +253,14 @@ fn judged(name: &str, doc: &Value) -> anyhow::Result<Vec<Judged>> {
         .iter()
         .map(|t| {
             let text = |k: &str| t[k].as_str().unwrap_or_default().to_string();
-            (
-                text("target"),
-                t["met"].as_bool().unwrap_or(false),
-                t["figure"].as_f64(),
-                text("unit"),
-                text("bound"),
-                t["reference"].as_f64(),
-            )
+            Judged {
+                target: text("target"),
+                met: t["met"].as_bool().unwrap_or(false),
+                figure: t["figure"].as_f64(),
+                unit: text("unit"),
+                bound: text("bound"),
+                reference: t["reference"].as_f64(),
+            }
         })
         .collect())
 }
