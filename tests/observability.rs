@@ -274,7 +274,9 @@ async fn closing_ends_every_reader_after_what_was_queued_for_it() {
     events.close();
     // Published and closed before the reader read anything: it gets the
     // record, then the notice, then the end of its stream.
-    let text = String::from_utf8(early.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let body =
+        tokio::time::timeout(Duration::from_secs(5), early.into_body().collect()).await.expect("ended");
+    let text = String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap();
     let record = text.find("\"n\":1").expect("the queued record");
     let notice = text.find(": tether is shutting down").expect("the notice");
     assert!(record < notice, "{text}");
