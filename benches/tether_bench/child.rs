@@ -91,17 +91,24 @@ pub fn sibling_tether() -> std::io::Result<PathBuf> {
     Ok(std::env::current_exe()?.with_file_name("tether"))
 }
 
+/// `chosen`, else the `tether` next to this binary; it must exist (`how`
+/// says how to get one).
+fn tether_binary(chosen: Option<PathBuf>, how: &str) -> anyhow::Result<PathBuf> {
+    let bin = match chosen {
+        Some(bin) => bin,
+        None => sibling_tether()?,
+    };
+    anyhow::ensure!(bin.exists(), "{} not found ({how})", bin.display());
+    Ok(bin)
+}
+
 impl Child {
     /// Starts `tether` (next to this binary, or the one [`use_tether`]
     /// named) in front of `upstream`, with `env` as configuration
     /// overrides, and waits for its address.
     pub fn start(upstream: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
         let chosen = TETHER.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let bin = match chosen {
-            Some(bin) => bin,
-            None => sibling_tether()?,
-        };
-        anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --bins`", bin.display());
+        let bin = tether_binary(chosen, "build it with `cargo build --bins`")?;
         let log = std::env::temp_dir().join(format!("tether-bench-tether-{}.log", next_tag()));
         let mut cmd = ends_with_this_process(&bin);
         cmd.args(["--listen", "127.0.0.1:0", "--upstream", upstream])
@@ -135,15 +142,7 @@ impl Child {
     /// one [`use_tether`] named (both sides of `compare` meet the same
     /// upstream).
     pub fn emulator(ws: WsMode, bin: Option<&Path>) -> anyhow::Result<Child> {
-        let bin = match bin {
-            Some(bin) => bin.to_path_buf(),
-            None => sibling_tether()?,
-        };
-        anyhow::ensure!(
-            bin.exists(),
-            "{} not found (--emulator-bin, or `cargo build --bins`)",
-            bin.display()
-        );
+        let bin = tether_binary(bin.map(Path::to_path_buf), "--emulator-bin, or `cargo build --bins`")?;
         let tag = next_tag();
         let log = std::env::temp_dir().join(format!("tether-bench-emulator-{tag}.log"));
         let mut cmd = ends_with_this_process(&bin);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::child;
-use crate::common::readable;
+use crate::common::{median, readable};
 use crate::latency;
 
 /// The scenarios a comparison can run.
@@ -58,16 +58,6 @@ impl Compared {
         }
         Ok(out)
     }
-}
-
-/// The middle value (the mean of the two middle ones for an even count).
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 /// The figures of one run.
@@ -150,16 +140,4 @@ pub async fn compare(
         "rounds": per_round,
         "summary": summary,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(Vec::new()), None);
-    }
 }

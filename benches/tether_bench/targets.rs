@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use crate::common::median;
+
 /// One target's verdict.
 struct Verdict {
     name: &'static str,
@@ -168,17 +170,6 @@ struct Tally {
     references: Vec<f64>,
 }
 
-/// The median of `xs` (the mean of the middle two for an even count).
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// The targets over several runs' JSON documents (`name`, document): for
 /// each, in how many runs it was met, and the median and range of its
 /// figure. On this machine a single run's timing verdicts follow the
@@ -285,23 +276,22 @@ pub fn over_runs(files: &[std::path::PathBuf]) -> anyhow::Result<Value> {
         } else {
             "(not the same in every run)".to_string()
         };
-        let figures = if t.figures.is_empty() {
-            String::new()
-        } else {
+        let (figure, reference) = (median(t.figures.clone()), median(t.references.clone()));
+        let mut figures = String::new();
+        if let Some(m) = figure {
             let (lo, hi) =
                 t.figures.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
-            format!("median {}{} ({}–{})", fmt(median(&t.figures)), spaced(&t.unit), fmt(lo), fmt(hi))
-        };
-        let figures = match t.references.is_empty() {
-            true => figures,
-            false => format!("{figures}; nginx's median {} µs", fmt(median(&t.references))),
-        };
+            figures = format!("median {}{} ({}–{})", fmt(m), spaced(&t.unit), fmt(lo), fmt(hi));
+        }
+        if let Some(r) = reference {
+            figures = format!("{figures}; nginx's median {} µs", fmt(r));
+        }
         println!("  {name:<46} met in {:>2} of {:<2}  {bound:<24} {figures}", t.met, t.runs);
         rows.push(json!({
             "target": name, "runs": t.runs, "met": t.met, "bound": bound, "unit": t.unit,
-            "median": if t.figures.is_empty() { Value::Null } else { json!(median(&t.figures)) },
+            "median": figure,
             "figures": t.figures,
-            "reference_median": if t.references.is_empty() { Value::Null } else { json!(median(&t.references)) },
+            "reference_median": reference,
         }));
     }
     Ok(json!({"runs": docs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), "targets": rows}))
@@ -391,13 +381,12 @@ mod tests {
         let (name, over) = &t[0];
         assert_eq!(name, "overhead added_p99_us");
         assert_eq!((over.runs, over.met), (3, 2));
-        assert_eq!(median(&over.figures), 140.0);
+        assert_eq!(median(over.figures.clone()), Some(140.0));
         assert_eq!(over.unit, "µs");
         let (name, share) = &t[1];
         assert_eq!(name, "throughput tether_rps / direct_rps");
         assert_eq!((share.runs, share.met), (3, 2));
-        assert!((median(&share.figures) - 55.0).abs() < 1e-9);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!((median(share.figures.clone()).unwrap() - 55.0).abs() < 1e-9);
     }
 
     #[test]
